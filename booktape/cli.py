@@ -1,0 +1,60 @@
+"""The ``booktape`` command line: thin glue that dispatches lazily to each package.
+
+``booktape`` itself imports neither the collector, the merger nor the simulator: each
+subcommand's module is imported only when that subcommand runs. A user mistake gets one
+clear line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from booktape import __version__
+from booktape.errors import BooktapeError, ConfigError
+
+#: subcommand -> (module with ``run(argv) -> int``, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sim": ("simulator.cli", "run the local exchange simulator (Binance spot WS + REST)"),
+    "cat": ("booktape.inspect", "print the records of a raw object as JSON lines"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="booktape",
+        description="Record exchange order books so that nothing is lost, and prove it.",
+    )
+    parser.add_argument("--version", action="version", version=f"booktape {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if not args or args[0] not in COMMANDS:
+        parser.parse_args(args)  # prints help/version or a usage error (exit 2)
+        parser.print_help()
+        return 2
+    module_name, _ = COMMANDS[args[0]]
+    try:
+        module = importlib.import_module(module_name)
+        code: int = module.run(args[1:])
+    except ConfigError as exc:
+        print(f"booktape {args[0]}: {exc}", file=sys.stderr)
+        return 2
+    except BooktapeError as exc:
+        print(f"booktape {args[0]}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The booktape collector service (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""The booktape nightly merger (see DESIGN.md)."""

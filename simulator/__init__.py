@@ -1,0 +1,1 @@
+"""A local exchange: Binance spot WS+REST with fault injection and replay."""
