@@ -145,22 +145,66 @@ class Window:
             return self.bid_floor is None or price >= self.bid_floor
         return self.ask_ceiling is None or price <= self.ask_ceiling
 
+    def intersect(self, other: Window) -> Window:
+        """The prices both windows cover."""
+        floors = [f for f in (self.bid_floor, other.bid_floor) if f is not None]
+        ceilings = [c for c in (self.ask_ceiling, other.ask_ceiling) if c is not None]
+        return Window(max(floors, default=None), min(ceilings, default=None))
+
+    def union(self, other: Window) -> Window:
+        """The prices either window covers (windows always share the top of the book)."""
+        floor = (
+            None
+            if None in (self.bid_floor, other.bid_floor)
+            else min(self.bid_floor, other.bid_floor)
+        )  # type: ignore[type-var]
+        ceiling = (
+            None
+            if None in (self.ask_ceiling, other.ask_ceiling)
+            else max(self.ask_ceiling, other.ask_ceiling)
+        )  # type: ignore[type-var]
+        return Window(floor, ceiling)
+
+
+def _straddled(event: DepthEvent | None) -> dict[Side, set[Decimal]]:
+    """The prices an event straddling a snapshot touches, per side."""
+    if event is None:
+        return {Side.BID: set(), Side.ASK: set()}
+    return {
+        Side.BID: {_decimal(p, "price") for p, _ in event.bids},
+        Side.ASK: {_decimal(p, "price") for p, _ in event.asks},
+    }
+
+
+def _nonzero(levels: Sequence[Level]) -> dict[Decimal, tuple[str, str]]:
+    return {_decimal(p, "price"): (p, q) for p, q in levels if _decimal(q, "quantity") != 0}
+
 
 class OrderBook:
-    """A price-level book with the update id it is at (``None`` before a snapshot)."""
+    """A price-level book with the update id it is at (``None`` before a snapshot).
+
+    ``coverage`` is the price window the book knows: a book loaded from a snapshot knows
+    only that snapshot's window, since diffs correct a level only when it changes. Levels
+    deeper than that are unknown until a later snapshot fills them in (:meth:`heal`).
+    ``None`` means the book makes no claim (built from levels alone).
+    """
 
     def __init__(self) -> None:
         self._bids = _BookSide(reverse=True)
         self._asks = _BookSide(reverse=False)
         self.update_id: int | None = None
+        self.coverage: Window | None = None
 
     def _side(self, side: Side) -> _BookSide:
         return self._bids if side is Side.BID else self._asks
 
     # --- building ------------------------------------------------------------------
 
-    def load_snapshot(self, snapshot: DepthSnapshot) -> None:
-        """Reset the book to a snapshot's levels and id."""
+    def load_snapshot(self, snapshot: DepthSnapshot, limit: int | None = None) -> None:
+        """Reset the book to a snapshot's levels and id; it then covers the snapshot's window.
+
+        ``limit`` is the depth the snapshot was requested with (a shorter side is complete).
+        """
         self._bids.clear()
         self._asks.clear()
         for price, qty in snapshot.bids:
@@ -168,6 +212,7 @@ class OrderBook:
         for price, qty in snapshot.asks:
             self._asks.set(price, qty)
         self.update_id = snapshot.last_update_id
+        self.coverage = Window.of(snapshot, limit)
 
     def apply_levels(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
         """Set absolute quantities; a zero quantity removes the level."""
@@ -223,19 +268,15 @@ class OrderBook:
         are not compared. ``limit`` is the depth limit the snapshot was requested with.
         """
         window = Window.of(snapshot, limit)
-        skip: dict[Side, set[Decimal]] = {Side.BID: set(), Side.ASK: set()}
-        if straddling is not None:
-            skip[Side.BID] = {_decimal(p, "price") for p, _ in straddling.bids}
-            skip[Side.ASK] = {_decimal(p, "price") for p, _ in straddling.asks}
+        if self.coverage is not None:
+            window = window.intersect(self.coverage)
+        skip = _straddled(straddling)
         mismatches: list[LevelMismatch] = []
         checked = excluded = 0
         for side, theirs_levels in ((Side.BID, snapshot.bids), (Side.ASK, snapshot.asks)):
             ours_side = self._side(side)
-            theirs: dict[Decimal, tuple[str, str]] = {}
-            for price, qty in theirs_levels:
-                if _decimal(qty, "quantity") != 0:
-                    theirs[_decimal(price, "price")] = (price, qty)
-            keys = set(theirs)
+            theirs = _nonzero(theirs_levels)
+            keys = {p for p in theirs if window.covers(side, p)}
             keys.update(p for p in ours_side.prices() if window.covers(side, p))
             for key in sorted(keys):
                 if key in skip[side]:
@@ -254,6 +295,45 @@ class OrderBook:
                         )
                     )
         return Comparison(checked, excluded, tuple(mismatches))
+
+    def heal(
+        self,
+        snapshot: DepthSnapshot,
+        straddling: DepthEvent | None = None,
+        limit: int | None = None,
+    ) -> int:
+        """Take the levels the book does not know from a snapshot, and widen its coverage.
+
+        Within the snapshot's window but outside the book's coverage, the snapshot's levels
+        are the exchange's (except those of the straddling event, which moved after the
+        book's id). Known levels are never touched: disagreements there are for
+        :meth:`compare` to report. Returns how many levels were added or removed.
+        """
+        window = Window.of(snapshot, limit)
+        if self.coverage is None:
+            return 0
+        skip = _straddled(straddling)
+        changed = 0
+        for side, theirs_levels in ((Side.BID, snapshot.bids), (Side.ASK, snapshot.asks)):
+            ours_side = self._side(side)
+            theirs = _nonzero(theirs_levels)
+
+            def unknown(price: Decimal, side: Side = side) -> bool:
+                return (
+                    window.covers(side, price)
+                    and not self.coverage.covers(side, price)  # type: ignore[union-attr]
+                    and price not in skip[side]
+                )
+
+            for price in [p for p in ours_side.prices() if unknown(p) and p not in theirs]:
+                ours_side.set(ours_side.get(price)[0], "0")  # type: ignore[index]
+                changed += 1
+            for price, (text, qty) in theirs.items():
+                if unknown(price) and ours_side.get(price) != (text, qty):
+                    ours_side.set(text, qty)
+                    changed += 1
+        self.coverage = self.coverage.union(window)
+        return changed
 
     def prune_outside(self, window: Window) -> int:
         """Drop levels outside a snapshot's window (orphans); return how many were dropped."""

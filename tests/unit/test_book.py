@@ -165,3 +165,35 @@ def test_book_equals_a_dict_model(changes: list[tuple[Side, int, str]]) -> None:
     for side, reverse in ((Side.BID, True), (Side.ASK, False)):
         expected = sorted(((p, q) for (s, p), q in model.items() if s is side), reverse=reverse)
         assert book.levels(side) == [(str(p), q) for p, q in expected]
+
+
+def test_compare_is_limited_to_what_the_book_knows_and_heal_learns_the_rest() -> None:
+    book = OrderBook()
+    # Anchored on a 2-level snapshot: the book knows bids >= 99 and asks <= 102 only.
+    book.load_snapshot(
+        snapshot(10, [("100", "1"), ("99", "1")], [("101", "1"), ("102", "1")]), limit=2
+    )
+    book.apply(event(11, 11, bids=[("100", "0")]))  # the price falls: the window moves down
+    later = snapshot(11, [("99", "1"), ("98", "4")], [("101", "1"), ("102", "1")])
+
+    before = book.compare(later, limit=2)
+    changed = book.heal(later, limit=2)
+    after = book.compare(later, limit=2)
+
+    assert before.matched  # 98 was never known to the book: not a mismatch
+    assert before.checked == 3
+    assert changed == 1
+    assert book.levels(Side.BID) == [("99", "1"), ("98", "4")]
+    assert after.checked == 4
+    assert after.matched
+
+
+def test_heal_never_overrides_known_levels() -> None:
+    book = OrderBook()
+    book.load_snapshot(snapshot(10, [("100", "1"), ("99", "1")], [("101", "1")]), limit=2)
+    wrong = snapshot(12, [("100", "7"), ("98", "2")], [("101", "1")])
+
+    book.heal(wrong, limit=2)
+
+    assert book.levels(Side.BID) == [("100", "1"), ("99", "1"), ("98", "2")]
+    assert not book.compare(wrong, limit=2).matched
