@@ -68,6 +68,10 @@ class _BookSide:
             insort(self._prices, key)
         self._levels[key] = (price, qty)
 
+    def remove(self, price: Decimal) -> None:
+        if self._levels.pop(price, None) is not None:
+            del self._prices[bisect_left(self._prices, price)]
+
     def get(self, price: Decimal) -> tuple[str, str] | None:
         return self._levels.get(price)
 
@@ -153,16 +157,12 @@ class Window:
 
     def union(self, other: Window) -> Window:
         """The prices either window covers (windows always share the top of the book)."""
-        floor = (
-            None
-            if None in (self.bid_floor, other.bid_floor)
-            else min(self.bid_floor, other.bid_floor)
-        )  # type: ignore[type-var]
-        ceiling = (
-            None
-            if None in (self.ask_ceiling, other.ask_ceiling)
-            else max(self.ask_ceiling, other.ask_ceiling)
-        )  # type: ignore[type-var]
+        floor: Decimal | None = None
+        if self.bid_floor is not None and other.bid_floor is not None:
+            floor = min(self.bid_floor, other.bid_floor)
+        ceiling: Decimal | None = None
+        if self.ask_ceiling is not None and other.ask_ceiling is not None:
+            ceiling = max(self.ask_ceiling, other.ask_ceiling)
         return Window(floor, ceiling)
 
 
@@ -310,7 +310,8 @@ class OrderBook:
         :meth:`compare` to report. Returns how many levels were added or removed.
         """
         window = Window.of(snapshot, limit)
-        if self.coverage is None:
+        coverage = self.coverage
+        if coverage is None:
             return 0
         skip = _straddled(straddling)
         changed = 0
@@ -321,18 +322,18 @@ class OrderBook:
             def unknown(price: Decimal, side: Side = side) -> bool:
                 return (
                     window.covers(side, price)
-                    and not self.coverage.covers(side, price)  # type: ignore[union-attr]
+                    and not coverage.covers(side, price)
                     and price not in skip[side]
                 )
 
             for price in [p for p in ours_side.prices() if unknown(p) and p not in theirs]:
-                ours_side.set(ours_side.get(price)[0], "0")  # type: ignore[index]
+                ours_side.remove(price)
                 changed += 1
             for price, (text, qty) in theirs.items():
                 if unknown(price) and ours_side.get(price) != (text, qty):
                     ours_side.set(text, qty)
                     changed += 1
-        self.coverage = self.coverage.union(window)
+        self.coverage = coverage.union(window)
         return changed
 
     def prune_outside(self, window: Window) -> int:
