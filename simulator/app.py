@@ -11,28 +11,38 @@ Usage from tests::
 Every region serves the same market and the same update ids. Fault methods take
 ``region=None`` (all regions) or a region name, and connection faults also
 ``connection=<id>``; they return how many connections they touched.
+
+Logs (``simulator.*`` loggers, fields bound with ``extra``; the library installs no
+handler): start and stop here, every fault applied (``simulator.faults``), regions up and
+down, connections opened and closed with their reason, limits hit and bans, replay
+progress. Nothing is logged per frame.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections import OrderedDict
 from types import TracebackType
 from typing import TypedDict
 
 from aiohttp import WSCloseCode, web
 
+from booktape.binance import Market
 from simulator.config import SimConfig
 from simulator.connection import Connection, LoggedFrame, wall_ms
 from simulator.control import build_control_app
 from simulator.faults import Malformed
-from simulator.market import BID, MarketModel, SymbolModel, SymbolSpec, default_spec
+from simulator.market import BID, MarketModel, SymbolModel
 from simulator.recordings import load_recording
 from simulator.region import Region
 from simulator.replay import ReplayFeed
 from simulator.streams import DepthBatcher, DepthStream
+from simulator.symbols import SymbolSpec, default_spec
 from simulator.wire import LevelFormatter, depth_body
+
+log = logging.getLogger(__name__)
+fault_log = logging.getLogger("simulator.faults")
 
 
 class Truth(TypedDict):
@@ -67,8 +77,12 @@ class Simulator:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.stop()
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -84,9 +98,13 @@ class Simulator:
                 self.replay.started.set()
         else:
             specs = [default_spec(s) for s in cfg.symbols]
-            self.model = MarketModel(specs, seed=cfg.seed, start_ms=wall_ms(),
-                                     first_update_id=cfg.first_update_id,
-                                     log_capacity=cfg.change_log_capacity)
+            self.model = MarketModel(
+                specs,
+                seed=cfg.seed,
+                start_ms=wall_ms(),
+                first_update_id=cfg.first_update_id,
+                log_capacity=cfg.change_log_capacity,
+            )
             if cfg.advance_interval is not None:
                 self._tasks.append(asyncio.create_task(self._drive(cfg.advance_interval)))
         self._specs = {s.symbol: s for s in specs}
@@ -97,12 +115,23 @@ class Simulator:
             await region.start()
             self.regions[name] = region
         if cfg.control_port is not None:
-            self._control = web.AppRunner(build_control_app(self), handle_signals=False,
-                                          access_log=None, shutdown_timeout=1.0)
+            self._control = web.AppRunner(
+                build_control_app(self), handle_signals=False, access_log=None, shutdown_timeout=1.0
+            )
             await self._control.setup()
             site = web.TCPSite(self._control, cfg.host, cfg.control_port)
             await site.start()
             self.control_port = site.port
+        log.info(
+            "simulator started",
+            extra={
+                "regions": list(cfg.regions),
+                "symbols": sorted(self._specs),
+                "market": str(self.market),
+                "replay": [str(p) for p in cfg.replay],
+                "control_port": self.control_port,
+            },
+        )
 
     async def stop(self) -> None:
         for conn in list(self._open.values()):
@@ -115,6 +144,7 @@ class Simulator:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        log.info("simulator stopped", extra={"connections": self._next_id - 1})
 
     async def _drive(self, interval: float) -> None:
         """Keep the model near the wall clock (readers also advance it on demand)."""
@@ -158,15 +188,26 @@ class Simulator:
         if self.replay is not None:
             self.replay.started.set()
 
-    def depth_body(self, symbol: str, limit: int) -> bytes | None:
+    @property
+    def market(self) -> Market:
+        """What is served: spot (the model), or the replayed recording's market."""
+        return Market.SPOT if self.replay is None else self.replay.recording.market
+
+    def depth_body(self, symbol: str, limit: int, market: Market = Market.SPOT) -> bytes | None:
+        if market is not self.market:
+            return None
         if self.replay is not None:
             return self.replay.depth_body(symbol, limit)
         if self.model is None or symbol not in self.model.symbols:
             return None
         model = self.model.symbols[symbol]
         self._advance(model)
-        return depth_body(self._formatters[symbol], model.update_id,
-                          model.levels(BID, limit), model.levels(1 - BID, limit))
+        return depth_body(
+            self._formatters[symbol],
+            model.update_id,
+            model.levels(BID, limit),
+            model.levels(1 - BID, limit),
+        )
 
     def _deliver(self, stream: str, payload: bytes, is_depth: bool) -> None:
         for conn in self._open.values():
@@ -189,13 +230,15 @@ class Simulator:
             self._closed.popitem(last=False)
         self._registry_changed.set()
 
-    def connections(self, region: str | None = None, include_closed: bool = False
-                    ) -> list[Connection]:
+    def connections(
+        self, region: str | None = None, include_closed: bool = False
+    ) -> list[Connection]:
         conns = list(self._open.values())
         if include_closed:
             conns += list(self._closed.values())
-        return sorted((c for c in conns if region is None or c.region == region),
-                      key=lambda c: c.id)
+        return sorted(
+            (c for c in conns if region is None or c.region == region), key=lambda c: c.id
+        )
 
     def connection(self, conn_id: int) -> Connection:
         conn = self._open.get(conn_id) or self._closed.get(conn_id)
@@ -207,8 +250,9 @@ class Simulator:
         """What a connection was sent, in order, frames verbatim (needs ``send_log``)."""
         return self.connection(conn_id).send_log()
 
-    async def wait_for_connections(self, count: int, region: str | None = None,
-                                   within: float = 10.0) -> list[Connection]:
+    async def wait_for_connections(
+        self, count: int, region: str | None = None, within: float = 10.0
+    ) -> list[Connection]:
         """Wait until at least ``count`` connections are open (tests)."""
         async with asyncio.timeout(within):
             while len(self.connections(region)) < count:
@@ -226,16 +270,23 @@ class Simulator:
             if book is None:
                 raise KeyError(symbol)
             update_id, bids, asks = book.levels()
-            return {"symbol": symbol, "lastUpdateId": update_id,
-                    "bids": [list(b) for b in bids], "asks": [list(a) for a in asks]}
+            return {
+                "symbol": symbol,
+                "lastUpdateId": update_id,
+                "bids": [list(b) for b in bids],
+                "asks": [list(a) for a in asks],
+            }
         if self.model is None or symbol not in self.model.symbols:
             raise KeyError(symbol)
         model = self.model.symbols[symbol]
         self._advance(model)
         fmt = self._formatters[symbol]
-        return {"symbol": symbol, "lastUpdateId": model.update_id,
-                "bids": fmt.levels_list(model.levels(BID)),
-                "asks": fmt.levels_list(model.levels(1 - BID))}
+        return {
+            "symbol": symbol,
+            "lastUpdateId": model.update_id,
+            "bids": fmt.levels_list(model.levels(BID)),
+            "asks": fmt.levels_list(model.levels(1 - BID)),
+        }
 
     # --- faults ------------------------------------------------------------------------
 
@@ -255,49 +306,66 @@ class Simulator:
         names = {r.name for r in self._regions(region)}
         return [c for c in self.connections() if c.region in names]
 
+    @staticmethod
+    def _applied(fault: str, region: str | None, touched: int | None, **details: object) -> None:
+        fields = {"fault": fault, "region": region or "*", "connections": touched, **details}
+        fault_log.info("fault applied", extra=fields)
+
     async def region_down(self, seconds: float, region: str | None = None) -> None:
         """Close the listening socket(s) for ``seconds``; open connections are dropped."""
+        self._applied("region_down", region, None, seconds=seconds)
         for target in self._regions(region):
             await target.go_down(seconds)
 
-    def drop(self, region: str | None = None, connection: int | None = None,
-             abrupt: bool = True) -> int:
+    def drop(
+        self, region: str | None = None, connection: int | None = None, abrupt: bool = True
+    ) -> int:
         targets = self._targets(region, connection)
         for conn in targets:
             conn.close(WSCloseCode.GOING_AWAY, "dropped", abrupt=abrupt)
+        self._applied("drop", region, len(targets), connection=connection, abrupt=abrupt)
         return len(targets)
 
-    def stall(self, seconds: float | None = None, region: str | None = None,
-              connection: int | None = None) -> int:
+    def stall(
+        self, seconds: float | None = None, region: str | None = None, connection: int | None = None
+    ) -> int:
         targets = self._targets(region, connection)
         for conn in targets:
             conn.stall(seconds)
+        self._applied("stall", region, len(targets), connection=connection, seconds=seconds)
         return len(targets)
 
     def unstall(self, region: str | None = None, connection: int | None = None) -> int:
         targets = self._targets(region, connection)
         for conn in targets:
             conn.unstall()
+        self._applied("unstall", region, len(targets), connection=connection)
         return len(targets)
 
-    def skip_ids(self, count: int = 5, region: str | None = None,
-                 connection: int | None = None) -> int:
+    def skip_ids(
+        self, count: int = 5, region: str | None = None, connection: int | None = None
+    ) -> int:
         targets = self._targets(region, connection)
         for conn in targets:
             conn.skip_ids(count)
+        self._applied("skip_ids", region, len(targets), connection=connection, count=count)
         return len(targets)
 
-    def send_malformed(self, kind: Malformed | str, region: str | None = None,
-                       connection: int | None = None) -> int:
+    def send_malformed(
+        self, kind: Malformed | str, region: str | None = None, connection: int | None = None
+    ) -> int:
         targets = self._targets(region, connection)
         for conn in targets:
             conn.inject_malformed(Malformed(kind))
+        self._applied("malformed", region, len(targets), connection=connection, kind=str(kind))
         return len(targets)
 
     def server_shutdown(self, delay: float | None = None, region: str | None = None) -> int:
         targets = self._targets(region, None)
+        delay = self.config.shutdown_delay if delay is None else delay
         for conn in targets:
-            conn.announce_shutdown(self.config.shutdown_delay if delay is None else delay)
+            conn.announce_shutdown(delay)
+        self._applied("server_shutdown", region, len(targets), delay=delay)
         return len(targets)
 
     def rest_errors(self, status: int, count: int = 1, region: str | None = None) -> None:
@@ -306,15 +374,17 @@ class Simulator:
             raise ValueError(f"REST fault status {status} is neither 429 nor 5xx")
         for target in self._regions(region):
             target.faults.rest_errors.extend([status] * count)
+        self._applied("rest_errors", region, None, status=status, count=count)
 
-    def latency(self, ws_ms: float = 0.0, rest_ms: float = 0.0, region: str | None = None
-                ) -> None:
+    def latency(self, ws_ms: float = 0.0, rest_ms: float = 0.0, region: str | None = None) -> None:
         for target in self._regions(region):
             target.faults.ws_latency_s = ws_ms / 1000
             target.faults.rest_latency_s = rest_ms / 1000
+        self._applied("latency", region, None, ws_ms=ws_ms, rest_ms=rest_ms)
 
     def clear_faults(self, region: str | None = None) -> None:
         for target in self._regions(region):
             target.faults.clear()
-        with contextlib.suppress(KeyError):
-            self.unstall(region)
+        for conn in self._targets(region, None):
+            conn.unstall()
+        self._applied("clear", region, None)

@@ -16,6 +16,8 @@ from booktape.binance import WEIGHT_LIMIT_PER_MINUTE as WEIGHT_LIMIT
 from simulator.market import FIRST_UPDATE_ID
 
 DAY_S = 86_400.0
+MAX_CONNECTION_ATTEMPTS = 300  # Binance: WebSocket connection attempts per IP ...
+CONNECTION_ATTEMPT_WINDOW_S = 300.0  # ... per 5 minutes
 
 
 class SimConfig(BaseModel):
@@ -49,6 +51,9 @@ class SimConfig(BaseModel):
     batch_scale: float = Field(default=1.0, gt=0)  # multiplies the 100/1000 ms depth windows
     max_incoming_per_second: int = Field(default=MAX_INCOMING_PER_SECOND, ge=1)
     max_streams: int = Field(default=MAX_STREAMS_PER_CONNECTION, ge=1)
+    # connection attempts per IP and region in a sliding window; beyond: HTTP 429
+    max_connection_attempts: int = Field(default=MAX_CONNECTION_ATTEMPTS, ge=1)
+    connection_attempt_window: float = Field(default=CONNECTION_ATTEMPT_WINDOW_S, gt=0)
     send_queue_frames: int = Field(default=256, ge=1)  # beyond: the slow consumer is closed
 
     # --- REST limits -------------------------------------------------------------------

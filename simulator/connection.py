@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import random
 import time
@@ -35,6 +36,8 @@ from simulator.faults import Malformed, RegionFaults, malformed_frame
 from simulator.requests import handle_request
 from simulator.streams import DepthBatcher, DepthStream, SlowConsumerError, parse_depth_stream
 from simulator.wire import combined, server_shutdown
+
+log = logging.getLogger(__name__)
 
 
 def wall_ms() -> int:
@@ -93,10 +96,10 @@ class Connection:
         self._loop = asyncio.get_running_loop()
         self._opened = self._loop.time()
         self._phase = random.Random(f"{cfg.seed}:{conn_id}").random()
-        self._queue: asyncio.Queue[tuple[float, bytes, bool]] = asyncio.Queue(
-            cfg.send_queue_frames)
+        self._queue: asyncio.Queue[tuple[float, bytes, bool]] = asyncio.Queue(cfg.send_queue_frames)
         self._log: deque[LoggedFrame] | None = (
-            deque(maxlen=cfg.send_log_frames) if cfg.send_log else None)
+            deque(maxlen=cfg.send_log_frames) if cfg.send_log else None
+        )
         self._incoming: deque[float] = deque()
         self._pings: dict[bytes, float] = {}  # payload -> sent (loop time)
         self._unstalled = asyncio.Event()
@@ -125,10 +128,16 @@ class Connection:
 
     def info(self) -> dict[str, object]:
         return {
-            "id": self.id, "region": self.region, "path": self.path, "remote": self.remote,
-            "streams": list(self.streams), "combined": self.combined,
-            "opened_ns": self.opened_ns, "closed_ns": self.closed_ns,
-            "close_reason": self.close_reason, "sent_frames": self.sent_frames,
+            "id": self.id,
+            "region": self.region,
+            "path": self.path,
+            "remote": self.remote,
+            "streams": list(self.streams),
+            "combined": self.combined,
+            "opened_ns": self.opened_ns,
+            "closed_ns": self.closed_ns,
+            "close_reason": self.close_reason,
+            "sent_frames": self.sent_frames,
             "stalled": self.stalled,
         }
 
@@ -141,6 +150,10 @@ class Connection:
         """Serve the connection until it closes (the aiohttp handler awaits this)."""
         if initial_streams:
             self.subscribe(initial_streams)
+        log.info(
+            "connection opened",
+            extra={**self._fields(), "path": self.path, "streams": len(self.streams)},
+        )
         self._tasks = [
             asyncio.create_task(self._sender()),
             asyncio.create_task(self._keeper()),
@@ -157,14 +170,25 @@ class Connection:
                     await self._closer
             self.closed_ns = self.closed_ns or time.time_ns()
             self.close_reason = self.close_reason or "client closed"
+            log.info(
+                "connection closed",
+                extra={
+                    **self._fields(),
+                    "reason": self.close_reason,
+                    "sent_frames": self.sent_frames,
+                    "lifetime_s": round((self.closed_ns - self.opened_ns) / 1e9, 3),
+                },
+            )
+
+    def _fields(self) -> dict[str, object]:
+        return {"region": self.region, "connection": self.id, "remote": self.remote}
 
     async def _reader(self) -> None:
         ws = self._ws
         limit = self._cfg.max_incoming_per_second
         while True:
             msg = await ws.receive()
-            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
-                            WSMsgType.ERROR):
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                 return
             now = self._loop.time()
             self._incoming.append(now)
@@ -195,8 +219,7 @@ class Connection:
             self.sent_frames += 1
             self._last_frame = data
             if self._log is not None:
-                self._log.append(LoggedFrame(time.time_ns(), "binary" if binary else "text",
-                                             data))
+                self._log.append(LoggedFrame(time.time_ns(), "binary" if binary else "text", data))
 
     async def _wait_unstalled(self) -> None:
         if self._unstalled.is_set():
@@ -295,8 +318,9 @@ class Connection:
             if name in self.streams:
                 continue
             depth = parse_depth_stream(name)
-            batcher = (self._backend.depth_batcher(depth, self.combined)
-                       if depth is not None else None)
+            batcher = (
+                self._backend.depth_batcher(depth, self.combined) if depth is not None else None
+            )
             self.streams[name] = batcher
             if batcher is not None and depth is not None:
                 self._due[name] = self._next_due(depth, now)
@@ -334,8 +358,9 @@ class Connection:
         if self._stall_timer is not None:
             self._stall_timer.cancel()
         self._unstalled.clear()
-        self._stall_timer = (None if seconds is None
-                             else self._loop.call_later(seconds, self.unstall))
+        self._stall_timer = (
+            None if seconds is None else self._loop.call_later(seconds, self.unstall)
+        )
 
     def unstall(self) -> None:
         if self._stall_timer is not None:

@@ -51,8 +51,12 @@ def _json(doc: object, status: int = 200) -> web.Response:
 def _frame(entry: LoggedFrame) -> dict[str, object]:
     if entry.kind == "text":
         return {"t": entry.t_ns, "kind": entry.kind, "data": entry.data.decode("utf-8", "replace")}
-    return {"t": entry.t_ns, "kind": entry.kind, "b64": True,
-            "data": base64.b64encode(entry.data).decode("ascii")}
+    return {
+        "t": entry.t_ns,
+        "kind": entry.kind,
+        "b64": True,
+        "data": base64.b64encode(entry.data).decode("ascii"),
+    }
 
 
 def _need(body: dict[str, Any], key: str) -> Any:
@@ -104,15 +108,15 @@ def build_control_app(sim: Simulator) -> web.Application:
                 touched = sim.drop(region, connection, bool(body.get("abrupt", True)))
             elif name == "stall":
                 seconds = body.get("seconds")
-                touched = sim.stall(None if seconds is None else float(seconds), region,
-                                    connection)
+                touched = sim.stall(None if seconds is None else float(seconds), region, connection)
             elif name == "unstall":
                 touched = sim.unstall(region, connection)
             elif name == "skip_ids":
                 touched = sim.skip_ids(int(body.get("count", 5)), region, connection)
             elif name == "malformed":
-                touched = sim.send_malformed(Malformed(body.get("kind", "invalid_json")),
-                                             region, connection)
+                touched = sim.send_malformed(
+                    Malformed(body.get("kind", "invalid_json")), region, connection
+                )
             elif name == "rest_errors":
                 sim.rest_errors(int(_need(body, "status")), int(body.get("count", 1)), region)
             elif name == "latency":

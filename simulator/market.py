@@ -26,64 +26,13 @@ import math
 import random
 from array import array
 from bisect import bisect_left, insort
-from dataclasses import dataclass
+
+from simulator.symbols import E8, SymbolSpec, parse_e8
 
 BID = 0
 ASK = 1
 SLOT_MS = 10
-E8 = 100_000_000
 FIRST_UPDATE_ID = 50_000_000_000
-
-
-def _e8(text: str) -> int:
-    whole, _, frac = text.partition(".")
-    return int(whole) * E8 + int((frac + "00000000")[:8])
-
-
-@dataclass(frozen=True, slots=True)
-class SymbolSpec:
-    """A symbol's exchange facts and the scale of its simulated market."""
-
-    symbol: str  # upper case, e.g. "BTCUSDT"
-    base_asset: str
-    quote_asset: str
-    tick_size: str  # PRICE_FILTER tickSize, e.g. "0.01000000"
-    step_size: str  # LOT_SIZE stepSize, e.g. "0.00001000"
-    start_price: str  # the initial mid, a decimal string
-    levels_per_side: int = 5000  # target book depth (the model keeps it near this)
-    activity: float = 1.0  # multiplier of the update-id rate (1.0 = BTCUSDT-like)
-
-    @property
-    def tick_e8(self) -> int:
-        return _e8(self.tick_size)
-
-    @property
-    def lot_e8(self) -> int:
-        return _e8(self.step_size)
-
-
-_QUOTES = ("USDT", "USDC", "FDUSD", "TUSD", "BUSD", "BTC", "ETH", "BNB", "EUR", "TRY")
-
-KNOWN_SPECS: dict[str, SymbolSpec] = {
-    "BTCUSDT": SymbolSpec("BTCUSDT", "BTC", "USDT", "0.01000000", "0.00001000", "60000.00"),
-    "ETHUSDT": SymbolSpec("ETHUSDT", "ETH", "USDT", "0.01000000", "0.00010000", "3000.00",
-                          levels_per_side=4000, activity=0.8),
-    "BNBUSDT": SymbolSpec("BNBUSDT", "BNB", "USDT", "0.01000000", "0.00100000", "550.00",
-                          levels_per_side=3000, activity=0.4),
-    "SOLUSDT": SymbolSpec("SOLUSDT", "SOL", "USDT", "0.01000000", "0.00100000", "150.00",
-                          levels_per_side=3000, activity=0.5),
-}
-
-
-def default_spec(symbol: str) -> SymbolSpec:
-    """The spec of a known symbol, or sensible defaults (price ~10, tick 0.0001)."""
-    symbol = symbol.upper()
-    if symbol in KNOWN_SPECS:
-        return KNOWN_SPECS[symbol]
-    quote = next((q for q in _QUOTES if symbol.endswith(q) and len(symbol) > len(q)), "USDT")
-    base = symbol[: -len(quote)] if symbol.endswith(quote) else symbol
-    return SymbolSpec(symbol, base, quote, "0.00010000", "0.10000000", "10.0000",
-                      levels_per_side=3000, activity=0.3)
 
 
 # Where actions happen, in bps from the mid: (share, low, high); shaped after the real data.
@@ -131,7 +80,7 @@ class SymbolModel:
         self._log_capacity = log_capacity
         self._keep_full_log = keep_full_log
         self._intensity = 0.0
-        price_e8 = _e8(spec.start_price)
+        price_e8 = parse_e8(spec.start_price)
         start = price_e8 // spec.tick_e8
         # a median order of ~3000 quote units (0.05 BTC at 60000)
         self._median_lots = max(1.0, 3000 * E8 * E8 / (price_e8 * spec.lot_e8))
@@ -161,7 +110,7 @@ class SymbolModel:
         ticks = self._sorted[side]
         count = len(ticks) if limit is None else min(limit, len(ticks))
         book = self._levels[side]
-        chosen = ticks[len(ticks) - count:][::-1] if side == BID else ticks[:count]
+        chosen = ticks[len(ticks) - count :][::-1] if side == BID else ticks[:count]
         return [(t, book[t]) for t in chosen]
 
     def changes(self, after_id: int, up_to_id: int) -> tuple[array[int], array[int]]:
@@ -213,8 +162,11 @@ class SymbolModel:
         pick = self._rng.random()
         for share, low, high in _DISTANCE_BANDS:
             if pick < share:
-                bps = low + (high - low) * self._rng.random() if low == 0 else math.exp(
-                    self._rng.uniform(math.log(low), math.log(high)))
+                bps = (
+                    low + (high - low) * self._rng.random()
+                    if low == 0
+                    else math.exp(self._rng.uniform(math.log(low), math.log(high)))
+                )
                 return max(1, int(bps * self._bps_ticks))
             pick -= share
         return max(1, int(_DISTANCE_BANDS[-1][2] * self._bps_ticks))
@@ -260,10 +212,13 @@ class SymbolModel:
 
     def _slot(self) -> None:
         rng = self._rng
-        eps = rng.gauss(0.0, 1.0) * _INTENSITY_SIGMA * math.sqrt(1 - _INTENSITY_RHO ** 2)
+        eps = rng.gauss(0.0, 1.0) * _INTENSITY_SIGMA * math.sqrt(1 - _INTENSITY_RHO**2)
         self._intensity = _INTENSITY_RHO * self._intensity + eps
-        rate = (self.spec.activity * _MEAN_IDS_PER_SLOT
-                * math.exp(self._intensity - _INTENSITY_SIGMA ** 2 / 2))
+        rate = (
+            self.spec.activity
+            * _MEAN_IDS_PER_SLOT
+            * math.exp(self._intensity - _INTENSITY_SIGMA**2 / 2)
+        )
         for _ in range(_poisson(rng, rate)):
             if rng.random() < _TOUCH_SHARE:
                 self._touch_action()
@@ -392,9 +347,14 @@ class MarketModel:
         keep_full_log: bool = False,
     ) -> None:
         self.symbols: dict[str, SymbolModel] = {
-            spec.symbol: SymbolModel(spec, seed=seed, start_ms=start_ms,
-                                     first_update_id=first_update_id,
-                                     log_capacity=log_capacity, keep_full_log=keep_full_log)
+            spec.symbol: SymbolModel(
+                spec,
+                seed=seed,
+                start_ms=start_ms,
+                first_update_id=first_update_id,
+                log_capacity=log_capacity,
+                keep_full_log=keep_full_log,
+            )
             for spec in specs
         }
 

@@ -1,28 +1,37 @@
 """Replay of a real recording instead of the market model.
 
-Recorded frames (depth and any other recorded stream, e.g. ``bookTicker``) are handed to
-the subscribed connections at the recorded pace, relative to the first frame, or ``speed``
-times faster; payloads are byte-exact (a combined connection gets
-``{"stream":"<name>","data":`` + payload + ``}``), with the recorded ``U``/``u`` boundaries.
+Frames: every recorded frame (diff depth and any other recorded stream: bookTicker,
+aggTrade, kline, ...) is handed to the connections subscribed to its stream at the
+recorded pace, relative to the first frame, or ``speed`` times faster. Payloads are
+byte-exact (a combined connection gets ``{"stream":"<name>","data":`` + payload + ``}``),
+with the recorded ``U``/``u`` (and ``pu``) boundaries. Every symbol of the recording
+plays at once, interleaved as recorded.
 
-REST depth answers with the book at the current replay point: the recording's first
-snapshot for the symbol, rolled forward by the depth frames replayed so far
-(:class:`booktape.book.OrderBook`, joined by the splice rule), truncated to the limit.
-Before the replay reaches the snapshot's receive time, the snapshot itself is the answer.
-A gap in the recorded frames drops the rolled book: the first snapshot is served again
-until the next recorded snapshot is reached and rolled forward instead.
+REST depth, per symbol (:class:`RollingBook`): the book at the replay point, anchored on
+the latest recorded snapshot the replay has passed (by its receive time) and rolled
+forward by the depth frames replayed since, joined by the splice rule of the recording's
+market (spot ``prev = U - 1``, futures ``prev = pu``). Every recorded snapshot re-anchors
+the book when the replay reaches it: the snapshot is loaded and the frames already
+replayed past its ``lastUpdateId`` are applied on top. Before the first snapshot is
+reached, the first snapshot is the answer. When the frames do not join the anchor (a
+recorded gap, or a snapshot older than the frames kept), the anchor itself is served
+until the next snapshot re-anchors the book. Futures bodies keep the recorded shape
+``{"lastUpdateId":..,"E":..,"T":..,"bids":..,"asks":..}``; a rolled book carries the
+``E`` and ``T`` of the last frame applied.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import logging
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import orjson
 
 from booktape.binance import (
+    Level,
     Market,
     decode_depth,
     decode_snapshot,
@@ -32,61 +41,137 @@ from booktape.binance import (
 )
 from booktape.book import OrderBook, Side
 from booktape.errors import BooktapeError
-from simulator.recordings import RecordedSnapshot, Recording
+from simulator.recordings import RecordedFrame, RecordedSnapshot, Recording
+
+log = logging.getLogger(__name__)
 
 Deliver = Callable[[str, bytes, bool], None]  # (stream, payload, is_depth)
 
+_DIFF_DEPTH = re.compile(r"^[a-z0-9_.\-]+@depth(?:@\d+ms)?$")
+_TRADE_TIME = re.compile(rb'"T"\s*:\s*(\d+)')
 
-@dataclass(slots=True)
-class _RollingBook:
-    """One symbol's book at the replay point."""
 
-    market: Market
-    snapshot: RecordedSnapshot | None = None  # the first recorded snapshot
-    book: OrderBook | None = None  # None before the snapshot's point (or after a gap)
-    buffered: list[bytes] = field(default_factory=list)  # depth frames before loading
+def is_diff_depth(stream: str) -> bool:
+    """``<sym>@depth``, ``<sym>@depth@100ms`` (also futures' ``@0ms``...), not ``@depth20``."""
+    return _DIFF_DEPTH.match(stream) is not None
 
-    def load(self, snapshot: RecordedSnapshot) -> None:
-        book = OrderBook()
-        book.load_snapshot(decode_snapshot(snapshot.body))
-        self.book = book
-        pending, self.buffered = self.buffered, []
-        for frame in pending:
-            self.apply(frame)
 
-    def apply(self, frame: bytes) -> None:
-        if self.book is None:
-            self.buffered.append(frame)
-            return
+@dataclass(frozen=True, slots=True)
+class _Replayed:
+    """A depth frame the replay has passed, kept until a later anchor no longer needs it."""
+
+    prev_id: int  # spot U - 1, futures pu
+    last_id: int  # u
+    times: tuple[int, int] | None  # futures: (E, T)
+    frame: bytes
+
+
+def _times_of(doc_or_frame: bytes, event_time: int | None = None) -> tuple[int, int] | None:
+    """Futures ``(E, T)`` of a frame (``event_time`` given) or of a snapshot body."""
+    if event_time is not None:
+        found = _TRADE_TIME.search(doc_or_frame, 0, 200)
+        return None if found is None else (event_time, int(found.group(1)))
+    doc = orjson.loads(doc_or_frame)
+    if isinstance(doc.get("E"), int) and isinstance(doc.get("T"), int):
+        return doc["E"], doc["T"]
+    return None
+
+
+def _body(
+    last_update_id: int,
+    bids: list[Level] | tuple[Level, ...],
+    asks: list[Level] | tuple[Level, ...],
+    times: tuple[int, int] | None,
+) -> bytes:
+    doc: dict[str, object] = {"lastUpdateId": last_update_id}
+    if times is not None:
+        doc["E"], doc["T"] = times
+    doc["bids"] = [list(level) for level in bids]
+    doc["asks"] = [list(level) for level in asks]
+    return orjson.dumps(doc)
+
+
+class RollingBook:
+    """One symbol's REST book at the replay point (pure: fed frames and snapshots)."""
+
+    def __init__(self, symbol: str, market: Market, first: RecordedSnapshot | None) -> None:
+        self.symbol = symbol
+        self.market = market
+        self.anchor = first  # served when there is no rolled book
+        self.book: OrderBook | None = None  # None before the first anchor or after a gap
+        self._times: tuple[int, int] | None = None  # futures: E and T of the book's state
+        self._kept: list[_Replayed] = []  # depth frames replayed past the anchor's id
+
+    def on_frame(self, frame: bytes) -> None:
+        """A depth frame was replayed. Raises FrameError for a frame without ids."""
         header = parse_depth_header(frame, self.market)
-        cur = self.book.update_id
+        times = _times_of(frame, header.event_time) if self.market.is_futures else None
+        replayed = _Replayed(header.prev_id, header.last_id, times, frame)
+        self._kept.append(replayed)
+        if self.book is not None:
+            self._apply(self.book, replayed)
+
+    def on_snapshot(self, snapshot: RecordedSnapshot) -> None:
+        """The replay reached a recorded snapshot: re-anchor on it, roll to the present."""
+        decoded = decode_snapshot(snapshot.body)
+        book = OrderBook()
+        book.load_snapshot(decoded)
+        self.anchor, self.book = snapshot, book
+        self._times = _times_of(snapshot.body) if self.market.is_futures else None
+        self._kept = [r for r in self._kept if r.last_id > decoded.last_update_id]
+        for replayed in self._kept:
+            if not self._apply(book, replayed):
+                break
+
+    def _apply(self, book: OrderBook, replayed: _Replayed) -> bool:
+        """Roll ``book`` (the rolled book) by one frame; False when it does not join."""
+        cur = book.update_id
         assert cur is not None
-        if is_stale(cur, header.last_id):
-            return
-        if not splices(cur, header.prev_id, header.last_id):
-            self.book = None  # a recorded gap: wait for the next snapshot
-            return
-        self.book.apply(decode_depth(frame, self.market))
+        if is_stale(cur, replayed.last_id):
+            return True
+        if not splices(cur, replayed.prev_id, replayed.last_id):
+            log.warning(
+                "replay book broken",
+                extra={"symbol": self.symbol, "update_id": cur, "prev_id": replayed.prev_id},
+            )
+            self.book = None  # wait for the next recorded snapshot
+            return False
+        book.apply(decode_depth(replayed.frame, self.market))
+        if replayed.times is not None:
+            self._times = replayed.times
+        return True
 
     def body(self, limit: int) -> bytes | None:
-        if self.book is None or self.book.update_id is None:
-            if self.snapshot is None:
-                return None
-            snap = decode_snapshot(self.snapshot.body)
-            if len(snap.bids) <= limit and len(snap.asks) <= limit:
-                return self.snapshot.body
-            return orjson.dumps({"lastUpdateId": snap.last_update_id,
-                                 "bids": [list(lv) for lv in snap.bids[:limit]],
-                                 "asks": [list(lv) for lv in snap.asks[:limit]]})
-        bids, asks = self.book.top(limit)
-        return orjson.dumps({"lastUpdateId": self.book.update_id,
-                             "bids": [list(lv) for lv in bids],
-                             "asks": [list(lv) for lv in asks]})
+        """The depth body now, at most ``limit`` levels a side (None: nothing recorded)."""
+        if self.book is not None and self.book.update_id is not None:
+            bids, asks = self.book.top(limit)
+            return _body(self.book.update_id, bids, asks, self._times)
+        if self.anchor is None:
+            return None
+        snap = decode_snapshot(self.anchor.body)
+        if len(snap.bids) <= limit and len(snap.asks) <= limit:
+            return self.anchor.body  # verbatim
+        times = _times_of(self.anchor.body) if self.market.is_futures else None
+        return _body(snap.last_update_id, snap.bids[:limit], snap.asks[:limit], times)
 
-    def levels(self) -> tuple[int | None, list[tuple[str, str]], list[tuple[str, str]]]:
+    def levels(self) -> tuple[int | None, list[Level], list[Level]]:
         if self.book is None:
             return None, [], []
         return self.book.update_id, self.book.levels(Side.BID), self.book.levels(Side.ASK)
+
+
+def _timeline(recording: Recording) -> Iterator[RecordedFrame | RecordedSnapshot]:
+    """Frames and snapshots in receive order (a snapshot before a frame of the same time)."""
+    snapshots = iter(recording.snapshots)
+    pending = next(snapshots, None)
+    for frame in recording.frames:
+        while pending is not None and pending.recv_ns <= frame.recv_ns:
+            yield pending
+            pending = next(snapshots, None)
+        yield frame
+    if pending is not None:
+        yield pending
+        yield from snapshots
 
 
 class ReplayFeed:
@@ -96,12 +181,12 @@ class ReplayFeed:
         self.recording = recording
         self.speed = speed
         self._deliver = deliver
-        self.books: dict[str, _RollingBook] = {
-            s: _RollingBook(recording.market) for s in recording.symbols()}
+        firsts: dict[str, RecordedSnapshot] = {}
         for snapshot in recording.snapshots:
-            book = self.books[snapshot.symbol]
-            if book.snapshot is None:
-                book.snapshot = snapshot
+            firsts.setdefault(snapshot.symbol, snapshot)
+        self.books: dict[str, RollingBook] = {
+            s: RollingBook(s, recording.market, firsts.get(s)) for s in recording.symbols()
+        }
         self.started = asyncio.Event()
         self.finished = asyncio.Event()
         self.frames_sent = 0
@@ -116,37 +201,54 @@ class ReplayFeed:
     async def run(self) -> None:
         """Wait for :attr:`started`, then play every frame once at the recorded pace."""
         await self.started.wait()
-        frames = self.recording.frames
-        snapshots = [(s.recv_ns, s) for s in self.recording.snapshots]
-        if not frames:
-            self.finished.set()
-            return
+        recording = self.recording
+        log.info(
+            "replay started",
+            extra={
+                "market": str(recording.market),
+                "symbols": self.symbols(),
+                "frames": len(recording.frames),
+                "snapshots": len(recording.snapshots),
+                "speed": self.speed,
+            },
+        )
         loop = asyncio.get_running_loop()
-        t0, first_ns = loop.time(), frames[0].recv_ns
-        next_snap = 0
-        for frame in frames:
-            due = t0 + (frame.recv_ns - first_ns) / 1e9 / self.speed
-            delay = due - loop.time()
+        t0 = loop.time()
+        first_ns: int | None = None
+        for item in _timeline(recording):
+            first_ns = item.recv_ns if first_ns is None else first_ns
+            delay = t0 + (item.recv_ns - first_ns) / 1e9 / self.speed - loop.time()
             if delay > 0.001:
                 await asyncio.sleep(delay)
-            while next_snap < len(snapshots) and snapshots[next_snap][0] <= frame.recv_ns:
-                self._reached_snapshot(snapshots[next_snap][1])
-                next_snap += 1
-            is_depth = "@depth" in frame.stream
-            if is_depth:
-                book = self.books[frame.symbol]
-                with contextlib.suppress(BooktapeError):
-                    book.apply(frame.frame)
-            self._deliver(frame.stream, frame.frame, is_depth)
-            self.frames_sent += 1
-            if self.frames_sent % 64 == 0:
-                await asyncio.sleep(0)  # let the senders drain at high speed
-        for _, snapshot in snapshots[next_snap:]:
-            self._reached_snapshot(snapshot)
+            if isinstance(item, RecordedSnapshot):
+                self._reached(item)
+            else:
+                self._play(item)
+                if self.frames_sent % 64 == 0:
+                    await asyncio.sleep(0)  # let the senders drain at high speed
         self.finished.set()
+        log.info("replay finished", extra={"frames": self.frames_sent})
 
-    def _reached_snapshot(self, snapshot: RecordedSnapshot) -> None:
+    def _play(self, frame: RecordedFrame) -> None:
+        is_depth = is_diff_depth(frame.stream)
+        if is_depth:
+            try:
+                self.books[frame.symbol].on_frame(frame.frame)
+            except BooktapeError as exc:
+                log.warning(
+                    "replay frame unreadable", extra={"symbol": frame.symbol, "error": str(exc)}
+                )
+        self._deliver(frame.stream, frame.frame, is_depth)
+        self.frames_sent += 1
+
+    def _reached(self, snapshot: RecordedSnapshot) -> None:
         book = self.books[snapshot.symbol]
-        if book.book is None:
-            with contextlib.suppress(BooktapeError):
-                book.load(snapshot)
+        try:
+            book.on_snapshot(snapshot)
+        except BooktapeError as exc:
+            log.warning(
+                "replay snapshot unreadable", extra={"symbol": snapshot.symbol, "error": str(exc)}
+            )
+            return
+        rolled = None if book.book is None else book.book.update_id
+        log.debug("replay re-anchored", extra={"symbol": snapshot.symbol, "update_id": rolled})

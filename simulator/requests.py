@@ -106,7 +106,8 @@ def handle_request(session: Session, text: str) -> None:
 
 def _streams_request(session: Session, method: str, params: object, rid: RequestId) -> None:
     if not isinstance(params, list) or not all(
-            isinstance(p, str) and is_valid_stream_name(p) for p in params):
+        isinstance(p, str) and is_valid_stream_name(p) for p in params
+    ):
         session.offer(ws_error(2, INVALID_STREAM, rid))
         session.close(WSCloseCode.POLICY_VIOLATION, "invalid stream")
         return
@@ -139,8 +140,7 @@ def _property_request(session: Session, method: str, params: object, rid: Reques
         session.offer(ws_result(session.combined, rid))
         return
     if len(params) != 2:
-        session.offer(ws_error(2, TOO_MANY_PARAMS if len(params) > 2 else PROPERTY_NOT_STRING,
-                               rid))
+        session.offer(ws_error(2, TOO_MANY_PARAMS if len(params) > 2 else PROPERTY_NOT_STRING, rid))
         return
     if not isinstance(params[1], bool):
         session.offer(ws_error(1, "Invalid value type: expected Boolean", rid))

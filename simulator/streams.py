@@ -55,8 +55,9 @@ class DepthBatcher:
 
     __slots__ = ("_combined", "_fmt", "_model", "cursor", "pending_skip", "stream")
 
-    def __init__(self, model: SymbolModel, fmt: LevelFormatter, stream: DepthStream,
-                 combined_frames: bool) -> None:
+    def __init__(
+        self, model: SymbolModel, fmt: LevelFormatter, stream: DepthStream, combined_frames: bool
+    ) -> None:
         self.stream = stream
         self._model = model
         self._fmt = fmt
@@ -94,6 +95,13 @@ class DepthBatcher:
         bids = sorted(((k >> 1, q) for k, q in latest.items() if not k & 1), reverse=True)
         asks = sorted((k >> 1, q) for k, q in latest.items() if k & 1)
         self.cursor = head
-        payload = depth_event(self._fmt, symbol=model.spec.symbol, event_ms=event_ms,
-                              first_id=first, last_id=head, bids=bids, asks=asks)
+        payload = depth_event(
+            self._fmt,
+            symbol=model.spec.symbol,
+            event_ms=event_ms,
+            first_id=first,
+            last_id=head,
+            bids=bids,
+            asks=asks,
+        )
         return combined(self.stream.name, payload) if self._combined else payload

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 
 import orjson
 
-from simulator.market import E8
+from simulator.symbols import E8
 
 
 def fmt_e8(value: int) -> str:
@@ -91,8 +91,11 @@ def depth_body(
 
 
 def book_ticker(
-    fmt: LevelFormatter, symbol: str, update_id: int,
-    bid: tuple[int, int], ask: tuple[int, int],
+    fmt: LevelFormatter,
+    symbol: str,
+    update_id: int,
+    bid: tuple[int, int],
+    ask: tuple[int, int],
 ) -> bytes:
     """``{"u":..,"s":..,"b":..,"B":..,"a":..,"A":..}`` (the bookTicker payload)."""
     return (
@@ -132,8 +135,10 @@ PROPERTY_NOT_STRING = "Invalid request: property name must be a string"
 
 def unknown_method(method: str, column: int) -> str:
     expected = ", ".join(f"`{m}`" for m in WS_METHODS)
-    return f"Invalid request: unknown variant `{method}`, expected one of {expected} " \
-           f"at line 1 column {column}"
+    return (
+        f"Invalid request: unknown variant `{method}`, expected one of {expected} "
+        f"at line 1 column {column}"
+    )
 
 
 def missing_method(column: int) -> str:
@@ -146,19 +151,29 @@ def invalid_json(column: int) -> str:
 
 # --- REST errors --------------------------------------------------------------------------
 
+
 def rest_error(code: int, msg: str) -> bytes:
     return orjson.dumps({"code": code, "msg": msg})
 
 
 INVALID_SYMBOL = rest_error(-1121, "Invalid symbol.")
 MISSING_SYMBOL = rest_error(
-    -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
-ILLEGAL_LIMIT = rest_error(
-    -1100, "Illegal characters found in parameter 'limit'; legal range is '1..5000'.")
+    -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
+)
+
+
+def illegal_limit(maximum: int) -> bytes:
+    return rest_error(
+        -1100, f"Illegal characters found in parameter 'limit'; legal range is '1..{maximum}'."
+    )
+
+
 INTERNAL_ERROR = rest_error(
-    -1001, "Internal error; unable to process your request. Please try again.")
+    -1001, "Internal error; unable to process your request. Please try again."
+)
 ILLEGAL_SYMBOL = rest_error(
-    -1100, "Illegal characters found in parameter 'symbol'; legal range is '^[A-Z0-9-_.]{1,20}$'.")
+    -1100, "Illegal characters found in parameter 'symbol'; legal range is '^[A-Z0-9-_.]{1,20}$'."
+)
 UNKNOWN_PATH = rest_error(-1000, "An unknown error occurred while processing the request.")
 
 
@@ -176,4 +191,14 @@ def ip_banned(until_ms: int) -> bytes:
         -1003,
         f"Way too much request weight used; IP banned until {until_ms}. Please use "
         "WebSocket Streams for live updates to avoid bans.",
+    )
+
+
+def too_many_connections(limit: int, window_s: float) -> bytes:
+    """The body refusing a WebSocket upgrade past the connection-attempt limit (HTTP 429)."""
+    interval = "5 MINUTE" if window_s == 300 else f"{window_s:g} SECOND"
+    return rest_error(
+        -1003,
+        f"Too many connection attempts; current limit is {limit} connection attempts per "
+        f"{interval}. Please reuse connections and back off before reconnecting.",
     )

@@ -42,8 +42,7 @@ def base(sim: Simulator, key: str = "binance_ws", region: str | None = None) -> 
     return str(info[key])
 
 
-async def get_json(http: aiohttp.ClientSession, url: str, **params: str
-                   ) -> tuple[int, Any, Any]:
+async def get_json(http: aiohttp.ClientSession, url: str, **params: str) -> tuple[int, Any, Any]:
     async with http.get(url, params=params) as response:
         body = await response.read()
         try:
@@ -60,8 +59,12 @@ async def next_text(ws: aiohttp.ClientWebSocketResponse, within: float = 5.0) ->
             msg = await ws.receive()
             if msg.type is aiohttp.WSMsgType.TEXT:
                 return str(msg.data).encode()
-            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
-                            aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR):
+            if msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.ERROR,
+            ):
                 raise ConnectionError(f"closed: {ws.close_code}")
 
 

@@ -17,7 +17,8 @@ STREAM = "btcusdt@depth@100ms"
 
 
 async def test_a_region_down_refuses_connections_then_comes_back(
-        http: aiohttp.ClientSession) -> None:
+    http: aiohttp.ClientSession,
+) -> None:
     async with Simulator(fast_config(regions=("eu", "us"))) as sim:
         eu_ws, eu_rest = base(sim, "binance_ws", "eu"), base(sim, "binance_rest", "eu")
         us_rest = base(sim, "binance_rest", "us")
@@ -39,10 +40,13 @@ async def test_a_region_down_refuses_connections_then_comes_back(
         assert base(sim, "binance_ws", "eu") == eu_ws  # the same port
 
 
-async def test_drop_one_connection_without_a_close_frame(sim: Simulator,
-                                                         http: aiohttp.ClientSession) -> None:
-    async with (http.ws_connect(f"{base(sim)}/ws/{STREAM}") as one,
-                http.ws_connect(f"{base(sim)}/ws/{STREAM}") as two):
+async def test_drop_one_connection_without_a_close_frame(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    async with (
+        http.ws_connect(f"{base(sim)}/ws/{STREAM}") as one,
+        http.ws_connect(f"{base(sim)}/ws/{STREAM}") as two,
+    ):
         await next_text(one)
         first, _ = await sim.wait_for_connections(2)
         assert sim.drop(connection=first.id) == 1
@@ -55,8 +59,10 @@ async def test_drop_one_connection_without_a_close_frame(sim: Simulator,
 
 async def test_a_stalled_connection_stays_open_and_silent(http: aiohttp.ClientSession) -> None:
     config = fast_config(ping_interval=0.2, pong_timeout=0.5)
-    async with (Simulator(config) as sim,
-                http.ws_connect(f"{base(sim)}/ws/{STREAM}", autoping=False) as ws):
+    async with (
+        Simulator(config) as sim,
+        http.ws_connect(f"{base(sim)}/ws/{STREAM}", autoping=False) as ws,
+    ):
         before = parse_depth_header(await next_text(ws))
         (conn,) = await sim.wait_for_connections(1)
         sim.stall(connection=conn.id)
@@ -81,9 +87,12 @@ async def test_a_stalled_connection_stays_open_and_silent(http: aiohttp.ClientSe
 
 
 async def test_skip_ids_breaks_continuity_on_that_connection_only(
-        sim: Simulator, http: aiohttp.ClientSession) -> None:
-    async with (http.ws_connect(f"{base(sim)}/ws/{STREAM}") as one,
-                http.ws_connect(f"{base(sim)}/ws/{STREAM}") as two):
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    async with (
+        http.ws_connect(f"{base(sim)}/ws/{STREAM}") as one,
+        http.ws_connect(f"{base(sim)}/ws/{STREAM}") as two,
+    ):
         first, _ = await sim.wait_for_connections(2)
         last_ids = [parse_depth_header(await next_text(ws)).last_id for ws in (one, two)]
         assert sim.skip_ids(5, connection=first.id) == 1
@@ -122,8 +131,9 @@ async def test_malformed_frames(sim: Simulator, http: aiohttp.ClientSession) -> 
     assert bytes(binary.data).startswith(b'{"e":"depthUpdate"')
 
 
-async def test_rest_errors_for_the_next_requests(sim: Simulator,
-                                                 http: aiohttp.ClientSession) -> None:
+async def test_rest_errors_for_the_next_requests(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
     url = f"{base(sim, 'binance_rest')}/api/v3/depth"
     sim.rest_errors(503, count=2)
     sim.rest_errors(429)
@@ -133,8 +143,10 @@ async def test_rest_errors_for_the_next_requests(sim: Simulator,
         status, body, headers = await get_json(http, url, symbol="BTCUSDT")
         statuses.append(status)
         if status == 503:
-            assert body == {"code": -1001, "msg": "Internal error; unable to process your "
-                            "request. Please try again."}
+            assert body == {
+                "code": -1001,
+                "msg": "Internal error; unable to process your request. Please try again.",
+            }
         if status == 429:
             assert body["code"] == -1003
             assert headers["Retry-After"] == "1"
@@ -145,8 +157,10 @@ async def test_rest_errors_for_the_next_requests(sim: Simulator,
 
 
 async def test_added_latency(http: aiohttp.ClientSession) -> None:
-    async with (Simulator(fast_config(regions=("eu", "us"))) as sim,
-                http.ws_connect(f"{base(sim, 'binance_ws', 'eu')}/ws/{STREAM}") as ws):
+    async with (
+        Simulator(fast_config(regions=("eu", "us"))) as sim,
+        http.ws_connect(f"{base(sim, 'binance_ws', 'eu')}/ws/{STREAM}") as ws,
+    ):
         sim.latency(ws_ms=300, rest_ms=300, region="eu")
         await asyncio.sleep(0.5)  # frames queued before the fault are gone
         while True:  # skip whatever was in flight
@@ -168,7 +182,8 @@ async def test_added_latency(http: aiohttp.ClientSession) -> None:
 
 
 async def test_the_control_api_serves_truth_connections_logs_and_faults(
-        http: aiohttp.ClientSession) -> None:
+    http: aiohttp.ClientSession,
+) -> None:
     async with Simulator(fast_config(control_port=0)) as sim:
         control = str(sim.ready_info()["control"])
         async with http.ws_connect(f"{base(sim)}/stream?streams={STREAM}") as ws:
@@ -186,13 +201,15 @@ async def test_the_control_api_serves_truth_connections_logs_and_faults(
             texts = [f["data"].encode() for f in log["frames"] if f["kind"] == "text"]
             assert texts[:3] == received  # verbatim, in order
             assert [f.data for f in sim.send_log(conn["id"]) if f.kind == "text"][:3] == received
-            async with http.post(f"{control}/faults/drop",
-                                 json={"connection": conn["id"]}) as response:
+            async with http.post(
+                f"{control}/faults/drop", json={"connection": conn["id"]}
+            ) as response:
                 assert await response.json() == {"ok": True, "connections": 1}
             with pytest.raises(ConnectionError):
                 await read_until_closed(ws)
-        async with http.post(f"{control}/faults/rest_errors",
-                             json={"status": 500, "count": 1}) as response:
+        async with http.post(
+            f"{control}/faults/rest_errors", json={"status": 500, "count": 1}
+        ) as response:
             assert response.status == 200
         assert (await get_json(http, f"{base(sim, 'binance_rest')}/api/v3/ping"))[0] == 500
         async with http.post(f"{control}/faults/nonsense", json={}) as response:
@@ -201,4 +218,5 @@ async def test_the_control_api_serves_truth_connections_logs_and_faults(
             assert response.status == 400
         assert (await get_json(http, f"{control}/truth/NOPE"))[0] == 404
         assert (await get_json(http, f"{control}/info"))[1] == orjson.loads(
-            orjson.dumps(sim.ready_info()))
+            orjson.dumps(sim.ready_info())
+        )

@@ -19,16 +19,23 @@ from booktape.binance import (
     splices,
 )
 from booktape.book import OrderBook, Side
-from simulator.market import ASK, BID, MarketModel, SymbolModel, default_spec
+from simulator.market import ASK, BID, MarketModel, SymbolModel
 from simulator.streams import DepthBatcher, DepthStream, is_valid_stream_name, parse_depth_stream
+from simulator.symbols import default_spec
 from simulator.wire import LevelFormatter, depth_body
 
 START_MS = 1_723_161_255_000
 STREAM = DepthStream("btcusdt@depth@100ms", "BTCUSDT", 100)
 
 # Real BTCUSDT spot @depth@100ms (DESIGN.md, ../shared/data/real, 650 s).
-REAL = {"events_per_s": 10.0, "changes_mean": 46.0, "changes_median": 22.0,
-        "removal_share": 0.48, "ids_per_event": 70.0, "bytes_per_frame": 1600.0}
+REAL = {
+    "events_per_s": 10.0,
+    "changes_mean": 46.0,
+    "changes_median": 22.0,
+    "removal_share": 0.48,
+    "ids_per_event": 70.0,
+    "bytes_per_frame": 1600.0,
+}
 
 
 def _model(seed: int = 7) -> tuple[MarketModel, SymbolModel, LevelFormatter]:
@@ -37,8 +44,13 @@ def _model(seed: int = 7) -> tuple[MarketModel, SymbolModel, LevelFormatter]:
     return market, symbol, LevelFormatter(symbol.spec.tick_e8, symbol.spec.lot_e8)
 
 
-def _run(market: MarketModel, batcher: DepthBatcher, seconds: float, step_ms: int = 100,
-         start: int = START_MS) -> list[bytes]:
+def _run(
+    market: MarketModel,
+    batcher: DepthBatcher,
+    seconds: float,
+    step_ms: int = 100,
+    start: int = START_MS,
+) -> list[bytes]:
     frames = []
     for k in range(1, int(seconds * 1000 / step_ms) + 1):
         now = start + k * step_ms
@@ -94,8 +106,9 @@ def test_the_same_seed_gives_the_same_market() -> None:
 def test_frames_have_binance_shape_and_parse_with_the_collector_code() -> None:
     market, symbol, fmt = _model()
     raw = _run(market, DepthBatcher(symbol, fmt, STREAM, combined_frames=False), 2)
-    wrapped = _run(market, DepthBatcher(symbol, fmt, STREAM, combined_frames=True), 2,
-                   start=START_MS + 2000)
+    wrapped = _run(
+        market, DepthBatcher(symbol, fmt, STREAM, combined_frames=True), 2, start=START_MS + 2000
+    )
     frame = raw[0]
     assert frame.startswith(b'{"e":"depthUpdate","E":')
     assert b" " not in frame
@@ -104,8 +117,9 @@ def test_frames_have_binance_shape_and_parse_with_the_collector_code() -> None:
     price, qty = (doc["b"] or doc["a"])[0]
     assert len(price.split(".")[1]) == 8
     assert len(qty.split(".")[1]) == 8
-    assert [Decimal(p) for p, _ in doc["b"]] == sorted((Decimal(p) for p, _ in doc["b"]),
-                                                       reverse=True)
+    assert [Decimal(p) for p, _ in doc["b"]] == sorted(
+        (Decimal(p) for p, _ in doc["b"]), reverse=True
+    )
     assert [Decimal(p) for p, _ in doc["a"]] == sorted(Decimal(p) for p, _ in doc["a"])
     header = parse_depth_header(frame)
     assert (header.symbol, header.first_id, header.last_id) == ("BTCUSDT", doc["U"], doc["u"])
@@ -118,16 +132,18 @@ def test_frames_have_binance_shape_and_parse_with_the_collector_code() -> None:
 
 
 def _truth_book(symbol: SymbolModel, fmt: LevelFormatter) -> DepthSnapshot:
-    return decode_snapshot(depth_body(fmt, symbol.update_id, symbol.levels(BID),
-                                      symbol.levels(ASK)))
+    return decode_snapshot(
+        depth_body(fmt, symbol.update_id, symbol.levels(BID), symbol.levels(ASK))
+    )
 
 
 def test_snapshot_plus_stream_rebuilds_the_truth_at_every_event() -> None:
     market, symbol, fmt = _model()
     batcher = DepthBatcher(symbol, fmt, STREAM, combined_frames=False)
     early = _run(market, batcher, 0.3)
-    snapshot = decode_snapshot(depth_body(fmt, symbol.update_id, symbol.levels(BID, 1000),
-                                          symbol.levels(ASK, 1000)))
+    snapshot = decode_snapshot(
+        depth_body(fmt, symbol.update_id, symbol.levels(BID, 1000), symbol.levels(ASK, 1000))
+    )
     book = OrderBook()
     book.load_snapshot(snapshot)
     buffered = early + _run(market, batcher, 0.3, start=START_MS + 300)
@@ -162,8 +178,9 @@ def test_two_phases_give_different_boundaries_and_the_same_book() -> None:
     first = DepthBatcher(symbol, fmt, STREAM, False)
     second = DepthBatcher(symbol, fmt, STREAM, False)
     books = [OrderBook(), OrderBook()]
-    initial = decode_snapshot(depth_body(fmt, symbol.update_id, symbol.levels(BID),
-                                         symbol.levels(ASK)))
+    initial = decode_snapshot(
+        depth_body(fmt, symbol.update_id, symbol.levels(BID), symbol.levels(ASK))
+    )
     bounds: list[set[int]] = [set(), set()]
     for book in books:
         book.load_snapshot(initial)
@@ -207,8 +224,9 @@ def test_an_empty_window_sends_nothing_and_a_skip_breaks_continuity() -> None:
 def test_a_subscriber_left_behind_by_the_log_is_refused() -> None:
     market = MarketModel([default_spec("BTCUSDT")], seed=1, start_ms=START_MS, log_capacity=1000)
     symbol = market.symbols["BTCUSDT"]
-    batcher = DepthBatcher(symbol, LevelFormatter(symbol.spec.tick_e8, symbol.spec.lot_e8),
-                           STREAM, False)
+    batcher = DepthBatcher(
+        symbol, LevelFormatter(symbol.spec.tick_e8, symbol.spec.lot_e8), STREAM, False
+    )
     market.advance_to(START_MS + 60_000)
     with pytest.raises(Exception, match="left the log"):
         batcher.build(START_MS + 60_000)

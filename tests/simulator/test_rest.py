@@ -23,8 +23,13 @@ async def test_depth_weights_and_used_weight_headers(http: aiohttp.ClientSession
 
 async def _weights(sim: Simulator, http: aiohttp.ClientSession) -> None:
     used = 0
-    for limit, weight, levels in ((None, 5, 100), ("500", 25, 500), ("1000", 50, 1000),
-                                  ("5000", 250, 5000), ("7000", 250, 5000)):
+    for limit, weight, levels in (
+        (None, 5, 100),
+        ("500", 25, 500),
+        ("1000", 50, 1000),
+        ("5000", 250, 5000),
+        ("7000", 250, 5000),
+    ):
         params = {"symbol": "BTCUSDT"} | ({"limit": limit} if limit else {})
         status, body, headers = await get_json(http, f"{_rest(sim)}/depth", **params)
         used += weight
@@ -41,8 +46,9 @@ async def _weights(sim: Simulator, http: aiohttp.ClientSession) -> None:
 async def test_the_snapshot_is_the_true_book_now(http: aiohttp.ClientSession) -> None:
     async with Simulator(fast_config()) as sim:
         sim.pause_market()
-        status, body, _ = await get_json(http, f"{_rest(sim)}/depth", symbol="BTCUSDT",
-                                         limit="5000")
+        status, body, _ = await get_json(
+            http, f"{_rest(sim)}/depth", symbol="BTCUSDT", limit="5000"
+        )
         truth = sim.truth("BTCUSDT")
     assert status == 200
     assert body["lastUpdateId"] == truth["lastUpdateId"]
@@ -50,8 +56,7 @@ async def test_the_snapshot_is_the_true_book_now(http: aiohttp.ClientSession) ->
     assert body["asks"] == truth["asks"][:5000]
 
 
-async def test_bad_requests_get_binance_errors(sim: Simulator,
-                                               http: aiohttp.ClientSession) -> None:
+async def test_bad_requests_get_binance_errors(sim: Simulator, http: aiohttp.ClientSession) -> None:
     cases = [
         ({"symbol": "NOSUCHCOIN"}, -1121, "Invalid symbol."),
         ({"symbol": "btcusdt"}, -1100, "Illegal characters found in parameter 'symbol'"),
@@ -78,7 +83,11 @@ async def test_exchange_info_ping_and_time(sim: Simulator, http: aiohttp.ClientS
     assert ("RAW_REQUESTS", "MINUTE") in limits
     (btc,) = info["symbols"]
     assert (btc["symbol"], btc["status"], btc["baseAsset"], btc["quoteAsset"]) == (
-        "BTCUSDT", "TRADING", "BTC", "USDT")
+        "BTCUSDT",
+        "TRADING",
+        "BTC",
+        "USDT",
+    )
     filters = {f["filterType"]: f for f in btc["filters"]}
     assert filters["PRICE_FILTER"]["tickSize"] == "0.01000000"
     assert filters["LOT_SIZE"]["stepSize"] == "0.00001000"
@@ -91,7 +100,8 @@ async def test_exchange_info_ping_and_time(sim: Simulator, http: aiohttp.ClientS
 
 
 async def test_over_the_limit_429_then_418_when_not_backing_off(
-        http: aiohttp.ClientSession) -> None:
+    http: aiohttp.ClientSession,
+) -> None:
     config = fast_config(weight_limit=30, ban_base=0.5, rate_limit_window=1e9)
     async with Simulator(config) as sim:
         url = f"{_rest(sim)}/depth"

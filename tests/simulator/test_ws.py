@@ -26,9 +26,12 @@ STREAM = "btcusdt@depth@100ms"
 
 
 async def test_raw_and_combined_frames_parse_like_the_real_ones(
-        sim: Simulator, http: aiohttp.ClientSession) -> None:
-    async with (http.ws_connect(f"{base(sim)}/ws/{STREAM}") as raw,
-                http.ws_connect(f"{base(sim)}/stream?streams={STREAM}") as wrapped):
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    async with (
+        http.ws_connect(f"{base(sim)}/ws/{STREAM}") as raw,
+        http.ws_connect(f"{base(sim)}/stream?streams={STREAM}") as wrapped,
+    ):
         raw_frame = await next_text(raw)
         wrapped_frame = await next_text(wrapped)
     assert raw_frame.startswith(b'{"e":"depthUpdate","E":')
@@ -39,15 +42,15 @@ async def test_raw_and_combined_frames_parse_like_the_real_ones(
         assert event.bids or event.asks
 
 
-def _inside(levels: list[tuple[str, str]], side: Side, floor: Decimal, ceiling: Decimal
-            ) -> list[tuple[str, str]]:
+def _inside(
+    levels: list[tuple[str, str]], side: Side, floor: Decimal, ceiling: Decimal
+) -> list[tuple[str, str]]:
     if side is Side.BID:
         return [lv for lv in levels if Decimal(lv[0]) >= floor]
     return [lv for lv in levels if Decimal(lv[0]) <= ceiling]
 
 
-async def _apply_until(ws: aiohttp.ClientWebSocketResponse, book: OrderBook, last_id: int
-                       ) -> None:
+async def _apply_until(ws: aiohttp.ClientWebSocketResponse, book: OrderBook, last_id: int) -> None:
     while book.update_id != last_id:
         event = decode_depth(await next_text(ws))
         assert book.update_id is not None
@@ -58,22 +61,30 @@ async def _apply_until(ws: aiohttp.ClientWebSocketResponse, book: OrderBook, las
 
 
 async def test_snapshot_plus_stream_rebuilds_the_true_book(http: aiohttp.ClientSession) -> None:
-    async with (Simulator(fast_config(advance_interval=0.01)) as sim,
-                http.ws_connect(f"{base(sim)}/stream?streams={STREAM}") as ws):
+    async with (
+        Simulator(fast_config(advance_interval=0.01)) as sim,
+        http.ws_connect(f"{base(sim)}/stream?streams={STREAM}") as ws,
+    ):
         buffered = [await next_text(ws), await next_text(ws)]  # >= 2 events, then snapshot
-        status, _, _ = await get_json(http, f"{base(sim, 'binance_rest')}/api/v3/depth",
-                                      symbol="BTCUSDT", limit="1000")
+        status, _, _ = await get_json(
+            http, f"{base(sim, 'binance_rest')}/api/v3/depth", symbol="BTCUSDT", limit="1000"
+        )
         assert status == 200
-        async with http.get(f"{base(sim, 'binance_rest')}/api/v3/depth",
-                            params={"symbol": "BTCUSDT", "limit": "1000"}) as response:
+        async with http.get(
+            f"{base(sim, 'binance_rest')}/api/v3/depth",
+            params={"symbol": "BTCUSDT", "limit": "1000"},
+        ) as response:
             snapshot = decode_snapshot(await response.read())
         book = OrderBook()
         book.load_snapshot(snapshot)
-        while first_splice_index(snapshot.last_update_id,
-                                 [parse_depth_header(f) for f in buffered]) is None:
+        while (
+            first_splice_index(snapshot.last_update_id, [parse_depth_header(f) for f in buffered])
+            is None
+        ):
             buffered.append(await next_text(ws))
-        start = first_splice_index(snapshot.last_update_id,
-                                   [parse_depth_header(f) for f in buffered])
+        start = first_splice_index(
+            snapshot.last_update_id, [parse_depth_header(f) for f in buffered]
+        )
         assert start is not None
         for frame in buffered[start:]:
             book.apply(decode_depth(frame))
@@ -89,17 +100,21 @@ async def test_snapshot_plus_stream_rebuilds_the_true_book(http: aiohttp.ClientS
             assert book.best_bid() == bids[0]
             assert book.best_ask() == asks[0]
             for side, levels in ((Side.BID, bids), (Side.ASK, asks)):
-                assert (_inside(book.levels(side), side, floor, ceiling)
-                        == _inside(levels, side, floor, ceiling))
+                assert _inside(book.levels(side), side, floor, ceiling) == _inside(
+                    levels, side, floor, ceiling
+                )
             sim.resume_market()
 
 
 async def test_two_connections_cut_different_windows_over_the_same_book(
-        http: aiohttp.ClientSession) -> None:
+    http: aiohttp.ClientSession,
+) -> None:
     async with Simulator(fast_config(advance_interval=0.01)) as sim:
         rest = f"{base(sim, 'binance_rest')}/api/v3/depth"
-        async with (http.ws_connect(f"{base(sim)}/ws/{STREAM}") as one,
-                    http.ws_connect(f"{base(sim)}/ws/{STREAM}") as two):
+        async with (
+            http.ws_connect(f"{base(sim)}/ws/{STREAM}") as one,
+            http.ws_connect(f"{base(sim)}/ws/{STREAM}") as two,
+        ):
             await asyncio.sleep(0.05)
             sim.pause_market()
             async with http.get(rest, params={"symbol": "BTCUSDT", "limit": "5000"}) as response:
@@ -145,8 +160,10 @@ async def test_two_connections_cut_different_windows_over_the_same_book(
 
 
 async def test_live_requests_get_binance_replies(http: aiohttp.ClientSession) -> None:
-    async with (Simulator(fast_config(max_incoming_per_second=100)) as sim,
-                http.ws_connect(f"{base(sim)}/ws") as ws):
+    async with (
+        Simulator(fast_config(max_incoming_per_second=100)) as sim,
+        http.ws_connect(f"{base(sim)}/ws") as ws,
+    ):
         await ws.send_str('{"method":"SUBSCRIBE","params":["btcusdt@depth@100ms"],"id":1}')
         assert await next_reply(ws) == {"result": None, "id": 1}
         assert decode_depth(await next_text(ws)).header.stream is None  # raw frames
@@ -171,8 +188,9 @@ async def test_live_requests_get_binance_replies(http: aiohttp.ClientSession) ->
         assert reply["error"]["code"] == 3
         assert "Invalid JSON" in reply["error"]["msg"]
         await ws.send_str('{"method":"SUBSCRIBE","params":[],"id":1.5}')
-        assert await next_reply(ws) == {"error": {
-            "code": 2, "msg": "Invalid request: request ID must be an unsigned integer"}}
+        assert await next_reply(ws) == {
+            "error": {"code": 2, "msg": "Invalid request: request ID must be an unsigned integer"}
+        }
         await ws.send_str('{"method":"SUBSCRIB","params":[],"id":7}')
         reply = await next_reply(ws)
         assert reply["id"] == 7
@@ -188,7 +206,9 @@ async def test_live_requests_get_binance_replies(http: aiohttp.ClientSession) ->
 
         await ws.send_str('{"method":"SUBSCRIBE","params":["@@@lixo###"],"id":11}')
         assert await next_reply(ws) == {
-            "error": {"code": 2, "msg": "Invalid request: invalid stream"}, "id": 11}
+            "error": {"code": 2, "msg": "Invalid request: invalid stream"},
+            "id": 11,
+        }
         msg = await ws.receive(timeout=5)
         assert msg.type is aiohttp.WSMsgType.CLOSE
         assert msg.data == 1008
@@ -196,7 +216,7 @@ async def test_live_requests_get_binance_replies(http: aiohttp.ClientSession) ->
 
 async def test_subscribing_past_1024_streams_is_refused(http: aiohttp.ClientSession) -> None:
     names = [f"coin{i}usdt@depth" for i in range(1024)]
-    async with (Simulator(fast_config()) as sim, http.ws_connect(f"{base(sim)}/ws") as ws):
+    async with Simulator(fast_config()) as sim, http.ws_connect(f"{base(sim)}/ws") as ws:
         await ws.send_str(orjson.dumps({"method": "SUBSCRIBE", "params": names, "id": 1}).decode())
         assert await next_reply(ws) == {"result": None, "id": 1}
         await ws.send_str('{"method":"SUBSCRIBE","params":["btcusdt@depth"],"id":2}')
@@ -207,13 +227,15 @@ async def test_subscribing_past_1024_streams_is_refused(http: aiohttp.ClientSess
         assert len((await next_reply(ws))["result"]) == 1024
     async with Simulator(fast_config(max_streams=2)) as small:
         too_many = "/".join(["btcusdt@depth", "btcusdt@depth@100ms", "ethusdt@depth"])
-        status, _, _ = await get_json(http, f"{base(small, 'binance_rest')}/stream",
-                                      streams=too_many)
+        status, _, _ = await get_json(
+            http, f"{base(small, 'binance_rest')}/stream", streams=too_many
+        )
         assert status == 400
 
 
-async def test_an_invalid_stream_in_the_url_fails_the_upgrade(sim: Simulator,
-                                                              http: aiohttp.ClientSession) -> None:
+async def test_an_invalid_stream_in_the_url_fails_the_upgrade(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await http.ws_connect(f"{base(sim)}/ws/@@@lixo")
     assert refused.value.status == 400
