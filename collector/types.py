@@ -1,0 +1,30 @@
+"""What the collector's parts pass to each other.
+
+Feeds (the exchange side) turn what they receive into :class:`Item` values: one encoded
+record line (``booktape.codec.encode_*``) for one symbol, with the ids the chunk key
+needs. They hand items to a :class:`RecordSink`, whose ``put`` waits when the bounded
+queue behind it is full (backpressure reaches the socket reader, never the store).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One record for one symbol's chunk."""
+
+    symbol: str
+    line: bytes  # one record line ending with b"\n" (booktape.codec.encode_*)
+    recv_ns: int  # the record's local time ("t")
+    first_id: int | None = None  # U of a depth event, for the chunk key
+    last_id: int | None = None  # u of a depth event, for the chunk key
+    channel: str = "depth"  # the key's channel: depth (Binance), book or prices (Coinbase)
+
+
+class RecordSink(Protocol):
+    """Where feeds put records; bounded, so ``put`` may wait."""
+
+    async def put(self, item: Item) -> None: ...
