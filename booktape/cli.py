@@ -17,7 +17,9 @@ from booktape.errors import BooktapeError, ConfigError
 
 #: subcommand -> (module with ``run(argv) -> int``, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "collect": ("collector.cli", "record an exchange into raw objects (one process a region)"),
     "sim": ("simulator.cli", "run the local exchange simulator (Binance spot WS + REST)"),
+    "ls": ("booktape.listing", "list raw objects with their id ranges"),
     "cat": ("booktape.inspect", "print the records of a raw object as JSON lines"),
 }
 
