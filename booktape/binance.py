@@ -333,3 +333,65 @@ def first_splice_index(last_update_id: int, headers: Sequence[DepthHeader]) -> i
             continue
         return index if splices(last_update_id, header.prev_id, header.last_id) else None
     return None
+
+
+# --- collector helpers ----------------------------------------------------------------
+
+_STREAM_SYMBOL = re.compile(rb'"stream"\s*:\s*"([A-Za-z0-9_.\-]+)@')
+_LAST_UPDATE_ID = re.compile(rb'"lastUpdateId"\s*:\s*(\d+)')
+
+
+def stream_symbol(frame: bytes) -> str | None:
+    """The upper-case symbol named by a combined frame's ``"stream":"<sym>@..."``, or None.
+
+    Used to attribute a frame that is not a valid depth event (truncated, not JSON) to its
+    symbol when its stream name can still be read.
+    """
+    found = _STREAM_SYMBOL.search(frame, 0, 200)
+    return found.group(1).decode("ascii").upper() if found else None
+
+
+def snapshot_last_update_id(body: bytes) -> int | None:
+    """The ``lastUpdateId`` of a REST depth body, read without decoding the levels.
+
+    None when the body has none (an error body such as ``{"code":-1121,...}``).
+    """
+    found = _LAST_UPDATE_ID.search(body, 0, 200)
+    return int(found.group(1)) if found else None
+
+
+def exchange_info_weight(market: Market) -> int:
+    """The request weight of ``GET exchangeInfo`` (spot 20, futures 1)."""
+    return 20 if market is Market.SPOT else 1
+
+
+def trading_symbols(body: bytes) -> list[str]:
+    """The symbols with status ``TRADING`` in an exchangeInfo body, sorted.
+
+    Raises :class:`FrameError` when the body is not an exchangeInfo document.
+    """
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise FrameError(f"exchangeInfo is not valid JSON: {exc}") from exc
+    entries = doc.get("symbols") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        raise FrameError(f"exchangeInfo without a symbols list: {body[:120]!r}")
+    names = {
+        entry["symbol"]
+        for entry in entries
+        if isinstance(entry, dict)
+        and entry.get("status") == "TRADING"  # futures also list PENDING_TRADING, SETTLING
+        and isinstance(entry.get("symbol"), str)
+    }
+    return sorted(names)
+
+
+def covers_handover(old_last_id: int, new_first_prev: int) -> bool:
+    """Whether a new connection's continuous run, starting at ``new_first_prev``, joins an
+    old connection's run that has reached ``old_last_id`` without a gap.
+
+    The union of both recordings is continuous once the new run starts at or before the
+    last id the old one recorded (the overlap is dropped by the merger's splice rule).
+    """
+    return new_first_prev <= old_last_id

@@ -66,9 +66,13 @@ class RetryPolicy:
     max_attempts: int = 6
     base_s: float = 0.2
     cap_s: float = 5.0
+    # One attempt may not take longer than this: a frozen server otherwise holds a PUT
+    # forever (botocore waits for "100 Continue" outside aiohttp's read timeout).
+    attempt_timeout_s: float | None = 120.0
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1 or self.base_s < 0 or self.cap_s < self.base_s:
+        bad_timeout = self.attempt_timeout_s is not None and self.attempt_timeout_s <= 0
+        if self.max_attempts < 1 or self.base_s < 0 or self.cap_s < self.base_s or bad_timeout:
             raise ConfigError(
                 f"invalid retry policy {self}: need max_attempts >= 1, 0 <= base <= cap"
             )
@@ -114,7 +118,8 @@ async def call_with_retries(
     """
     for attempt in range(1, policy.max_attempts + 1):
         try:
-            return await fn()
+            async with asyncio.timeout(policy.attempt_timeout_s):
+                return await fn()
         except Exception as exc:
             if not is_retryable(exc):
                 raise
@@ -123,7 +128,7 @@ async def call_with_retries(
                     f"{what}: still failing after {attempt} attempts: {_describe(exc)}"
                 ) from exc
             delay = policy.delay_s(attempt, rand())
-            log.warning(
+            log.debug(  # the caller reports outages; one line per retry would flood
                 "store request failed, retrying",
                 extra={"what": what, "attempt": attempt, "delay_s": round(delay, 3),
                        "error": _describe(exc)},

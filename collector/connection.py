@@ -1,0 +1,421 @@
+"""One Binance combined-stream websocket connection: receive, record, check continuity.
+
+The read loop is the hot path. Per frame it takes the receive time, asks
+:func:`booktape.binance.classify_frame` what the frame is and, for a depth event, reads its
+header with :func:`booktape.binance.parse_depth_header` (a few regex searches over the
+bytes before the level lists); the frame itself is spliced verbatim into a ``msg`` record
+(:func:`booktape.codec.encode_msg`). Nothing is decoded and re-encoded; no model is built.
+
+What goes where:
+
+- a depth event: one ``msg`` record for its symbol, carrying ``U`` and ``u``; if its
+  previous id does not continue the symbol's previous event on this connection, a
+  ``conn`` ``break`` record first (that symbol only);
+- replies, error frames and ``serverShutdown``: ``msg`` records for every symbol of the
+  connection (they are part of each symbol's story);
+- anything else (another event, a truncated or non-JSON frame, a binary frame): kept (a
+  ``bad`` record when it is not JSON) for the symbol its ``"stream"`` names, else for every
+  symbol; counted in ``bad_frames``;
+- ``conn`` records ``open``, ``subscribe`` and ``close`` (with code and reason) for every
+  symbol concerned.
+
+Staleness: the connection is replaced when nothing arrived from the server -- no frame and
+no ping -- for ``stale_after_s`` while the reader was waiting for the network (time spent
+waiting on a full record queue does not count). Server pings are seen by tapping the
+protocol's incoming frames (:class:`_TapConnection`), which also tells text frames from
+binary ones, since ``recv(decode=False)`` returns bytes for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+
+from booktape.binance import (
+    DepthHeader,
+    FrameKind,
+    Market,
+    classify_frame,
+    combined_path,
+    depth_stream,
+    is_continuous,
+    parse_depth_header,
+    stream_symbol,
+)
+from booktape.codec import encode_bad, encode_conn, encode_msg
+from booktape.errors import FrameError
+from collector.metrics import Metrics
+from collector.types import Item, RecordSink
+
+log = logging.getLogger("collector.connection")
+
+_BAD = b'{"k":"bad"'  # how encode_msg starts a record for a frame that is not JSON
+
+#: Time between two requests we send (SUBSCRIBE...): under 5 incoming messages a second.
+REQUEST_SPACING_S = 0.25
+
+
+class _TapConnection(ClientConnection):
+    """A websockets client connection that notes server pings and each message's opcode."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.binary_messages: deque[bool] = deque()  # one entry per data message, in order
+        self.last_arrival = 0.0  # loop time of the last frame of any kind from the server
+
+    def process_event(self, event: Any) -> None:
+        if isinstance(event, Frame):
+            self.last_arrival = self.loop.time()
+            if event.opcode is Opcode.TEXT or event.opcode is Opcode.BINARY:
+                self.binary_messages.append(event.opcode is Opcode.BINARY)
+        super().process_event(event)
+
+
+@dataclass(slots=True)
+class StreamTrack:
+    """One symbol on one connection: where its continuous run starts and ends."""
+
+    last_id: int | None = None  # u of the last event
+    run_first_prev: int | None = None  # previous id of the first event of the current run
+    run_events: int = 0  # events in the current run
+
+
+class Listener(Protocol):
+    """What the feed learns from a connection (called synchronously, never awaited)."""
+
+    def on_depth(
+        self, conn: FeedConnection, symbol: str, track: StreamTrack, header: DepthHeader
+    ) -> None: ...
+
+    def on_break(self, conn: FeedConnection, symbol: str) -> None: ...
+
+    def on_shutdown_notice(self, conn: FeedConnection) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionOptions:
+    """Websocket settings shared by every connection of a feed."""
+
+    ws_base: str
+    market: Market
+    depth_speed_ms: int
+    stale_after_s: float
+    region: str
+    ping_interval_s: float = 20.0  # our own keep-alive (the server pings us every 20 s too)
+    open_timeout_s: float = 10.0
+    close_timeout_s: float = 2.0
+    max_frame_bytes: int = 1 << 22
+    max_queue_frames: int = 1024
+
+
+class FeedConnection:
+    """A combined-stream connection for a set of symbols; ``run()`` until it ends."""
+
+    def __init__(
+        self,
+        conn_id: str,
+        symbols: Iterable[str],
+        *,
+        options: ConnectionOptions,
+        sink: RecordSink,
+        metrics: Metrics,
+        listener: Listener,
+        clock_ns: Callable[[], int],
+    ) -> None:
+        self.id = conn_id
+        self.symbols: list[str] = list(dict.fromkeys(symbols))
+        self.tracks: dict[str, StreamTrack] = {}
+        self.opened_ns: int | None = None
+        self.ended = asyncio.Event()
+        self.shutdown_notice = asyncio.Event()
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.last_frame_ns: int | None = None
+        self.frames = 0
+        self._opt = options
+        self._sink = sink
+        self._metrics = metrics
+        self._listener = listener
+        self._clock_ns = clock_ns
+        self._ws: _TapConnection | None = None
+        self._our_reason: str | None = None  # why we closed it, if we did
+        self._waiting_since: float | None = None
+        self._request_id = 0
+        self._last_request = 0.0
+        self._request_lock = asyncio.Lock()
+        self._children: dict[str, tuple[Any, Any, Any, Any]] = {}
+
+    # --- state ---------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._ws is not None and not self.ended.is_set()
+
+    @property
+    def url(self) -> str:
+        streams = [depth_stream(s, self._opt.depth_speed_ms) for s in self.symbols]
+        return self._opt.ws_base + combined_path(streams)
+
+    def _fields(self, **more: object) -> dict[str, object]:
+        return {"connection": self.id, "region": self._opt.region, **more}
+
+    # --- opening and running -------------------------------------------------------
+
+    async def open(self, why: str) -> None:
+        """Connect; websockets and OS errors propagate (see collector.backoff)."""
+        opt = self._opt
+        ws = await connect(
+            self.url,
+            create_connection=_TapConnection,
+            compression=None,
+            open_timeout=opt.open_timeout_s,
+            ping_interval=opt.ping_interval_s,
+            ping_timeout=opt.ping_interval_s,
+            close_timeout=opt.close_timeout_s,
+            max_size=opt.max_frame_bytes,
+            max_queue=opt.max_queue_frames,
+        )
+        assert isinstance(ws, _TapConnection)
+        self._ws = ws
+        self.opened_ns = self._clock_ns()
+        self._metrics.connections.inc()
+        log.info("connection open", extra=self._fields(streams=len(self.symbols), why=why))
+        for symbol in self.symbols:
+            info = {
+                "url": opt.ws_base,
+                "stream": depth_stream(symbol, opt.depth_speed_ms),
+                "streams": len(self.symbols),
+                "why": why,
+            }
+            await self._put(symbol, encode_conn(self.opened_ns, self.id, "open", info))
+
+    async def run(self) -> None:
+        """Read until the connection ends; then write the close records."""
+        ws = self._ws
+        assert ws is not None, "open() first"
+        watchdog = asyncio.create_task(self._watch_stale(ws))
+        try:
+            await self._read(ws)
+        except ConnectionClosed as exc:
+            frame = exc.rcvd
+            self.close_code = frame.code if frame is not None else 1006
+            self.close_reason = self._our_reason or (frame.reason if frame is not None else "")
+        except asyncio.CancelledError:
+            self.close_reason = self._our_reason = "shutdown"
+            await self._finish(ws, cancelled=True)
+            raise
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+        await self._finish(ws, cancelled=False)
+
+    async def _finish(self, ws: _TapConnection, *, cancelled: bool) -> None:
+        if self.ended.is_set():
+            return
+        self.ended.set()
+        self._metrics.connections.dec()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(1000, self._our_reason or ""), 1.0)
+        ws.transport.abort()
+        info: dict[str, object] = {"code": self.close_code, "reason": self.close_reason}
+        info["by"] = "client" if self._our_reason else "server"
+        log.info("connection closed", extra=self._fields(**info, frames=self.frames))
+        line = encode_conn(self._clock_ns(), self.id, "close", info)
+        try:
+            async with asyncio.timeout(1.0 if cancelled else None):
+                await self._put_all(line)
+        except TimeoutError:
+            log.warning("close records not written at shutdown", extra=self._fields())
+
+    async def close(self, reason: str) -> None:
+        """Close from our side (rotated, stale, ...); ``run()`` writes the records."""
+        if self._ws is None or self.ended.is_set():
+            return
+        self._our_reason = reason
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._ws.close(1000, reason), self._opt.close_timeout_s)
+        self._ws.transport.abort()
+
+    async def _watch_stale(self, ws: _TapConnection) -> None:
+        stale = self._opt.stale_after_s
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, stale / 4))
+            waiting = self._waiting_since
+            if waiting is None:
+                continue  # we are busy with a frame (or waiting on the sink): not stale
+            if loop.time() - max(waiting, ws.last_arrival) > stale:
+                log.warning("connection stale", extra=self._fields(after_s=stale))
+                self._our_reason = "stale"
+                ws.transport.abort()
+                return
+
+    # --- the hot path --------------------------------------------------------------
+
+    async def _read(self, ws: _TapConnection) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._waiting_since = loop.time()
+            frame = await ws.recv(decode=False)
+            self._waiting_since = None
+            recv_ns = self._clock_ns()
+            self.last_frame_ns = recv_ns
+            self.frames += 1
+            binary = ws.binary_messages.popleft() if ws.binary_messages else False
+            kind = FrameKind.OTHER if binary else classify_frame(frame)
+            if kind is FrameKind.DEPTH:
+                try:
+                    header = parse_depth_header(frame, self._opt.market)
+                except FrameError:
+                    await self._other(frame, recv_ns, binary)
+                    continue
+                line = encode_msg(recv_ns, self.id, frame)
+                if line.startswith(_BAD):  # a readable header, but not JSON (truncated)
+                    await self._other(frame, recv_ns, binary, line)
+                else:
+                    await self._depth(frame, recv_ns, header, line)
+            elif kind is FrameKind.OTHER:
+                await self._other(frame, recv_ns, binary)
+            else:
+                await self._put_all(encode_msg(recv_ns, self.id, frame), recv_ns)
+                self._control(kind, frame)
+
+    async def _depth(self, frame: bytes, recv_ns: int, header: DepthHeader, line: bytes) -> None:
+        symbol = header.symbol
+        track = self.tracks.get(symbol)
+        if track is None:
+            track = self.tracks[symbol] = StreamTrack()
+        broke = track.last_id is not None and not is_continuous(track.last_id, header.prev_id)
+        if broke:
+            info = {
+                "expected_prev": track.last_id,
+                "got_prev": header.prev_id,
+                "U": header.first_id,
+                "u": header.last_id,
+            }
+            await self._put(symbol, encode_conn(recv_ns, self.id, "break", info), recv_ns)
+            log.warning("continuity break", extra=self._fields(symbol=symbol, **info))
+        if track.last_id is None or broke:
+            track.run_first_prev, track.run_events = header.prev_id, 1
+        else:
+            track.run_events += 1
+        track.last_id = header.last_id
+        await self._sink.put(Item(symbol, line, recv_ns, header.first_id, header.last_id))
+        children = self._children.get(symbol)
+        if children is None:
+            m = self._metrics
+            children = self._children[symbol] = (
+                m.frames.labels(symbol),
+                m.frame_bytes.labels(symbol),
+                m.last_update_id.labels(symbol),
+                m.last_frame.labels(symbol),
+            )
+        frames, frame_bytes, last_id, last_frame = children
+        frames.inc()
+        frame_bytes.inc(len(frame))
+        last_id.set(header.last_id)
+        last_frame.set(recv_ns / 1e9)
+        if broke:
+            self._metrics.breaks.labels(symbol).inc()
+            self._listener.on_break(self, symbol)
+        self._listener.on_depth(self, symbol, track, header)
+
+    async def _other(
+        self, frame: bytes, recv_ns: int, binary: bool, line: bytes | None = None
+    ) -> None:
+        """A frame that is not a valid depth event: kept, attributed if possible."""
+        self._metrics.bad_frames.inc()
+        if line is None:
+            line = (
+                encode_bad(recv_ns, self.id, frame, binary=True)
+                if binary
+                else encode_msg(recv_ns, self.id, frame)
+            )
+        symbol = stream_symbol(frame)
+        if symbol is not None and symbol in self.symbols:
+            await self._put(symbol, line, recv_ns)
+        else:
+            await self._put_all(line, recv_ns)
+
+    def _control(self, kind: FrameKind, frame: bytes) -> None:
+        if kind is FrameKind.SHUTDOWN:
+            log.warning("server shutdown announced", extra=self._fields())
+            self.shutdown_notice.set()
+            self._listener.on_shutdown_notice(self)
+        elif kind is FrameKind.ERROR:
+            log.error(
+                "error frame", extra=self._fields(frame=frame[:300].decode("utf-8", "replace"))
+            )
+        else:
+            log.info("reply", extra=self._fields(frame=frame[:300].decode("utf-8", "replace")))
+
+    # --- records -------------------------------------------------------------------
+
+    async def _put(self, symbol: str, line: bytes, t_ns: int | None = None) -> None:
+        await self._sink.put(Item(symbol, line, t_ns if t_ns is not None else self._clock_ns()))
+
+    async def _put_all(self, line: bytes, t_ns: int | None = None) -> None:
+        t = t_ns if t_ns is not None else self._clock_ns()
+        for symbol in self.symbols:
+            await self._sink.put(Item(symbol, line, t))
+
+    # --- live requests -------------------------------------------------------------
+
+    async def _request(self, method: str, symbols: list[str]) -> int:
+        """Send SUBSCRIBE/UNSUBSCRIBE, spaced to stay under 5 incoming messages a second."""
+        assert self._ws is not None
+        async with self._request_lock:
+            loop = asyncio.get_running_loop()
+            wait = self._last_request + REQUEST_SPACING_S - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._request_id += 1
+            params = [depth_stream(s, self._opt.depth_speed_ms) for s in symbols]
+            message = {"method": method, "params": params, "id": self._request_id}
+            await self._ws.send(orjson.dumps(message).decode())
+            self._last_request = loop.time()
+            return self._request_id
+
+    async def subscribe(self, symbols: list[str]) -> None:
+        """Add symbols live; a ``subscribe`` record for each."""
+        symbols = [s for s in symbols if s not in self.symbols]
+        if not symbols or not self.is_open:
+            return
+        try:
+            request_id = await self._request("SUBSCRIBE", symbols)
+        except ConnectionClosed:
+            return  # the replacement connection's URL will name them
+        self.symbols.extend(symbols)
+        now = self._clock_ns()
+        for symbol in symbols:
+            stream = depth_stream(symbol, self._opt.depth_speed_ms)
+            info = {"stream": stream, "id": request_id, "streams": len(self.symbols)}
+            await self._put(symbol, encode_conn(now, self.id, "subscribe", info), now)
+        log.info("subscribed", extra=self._fields(symbols=symbols))
+
+    async def unsubscribe(self, symbols: list[str], reason: str) -> None:
+        """Remove symbols live; a ``close`` record with ``reason`` for each."""
+        symbols = [s for s in symbols if s in self.symbols]
+        if not symbols:
+            return
+        if self.is_open:
+            with contextlib.suppress(ConnectionClosed):
+                await self._request("UNSUBSCRIBE", symbols)
+        for symbol in symbols:
+            self.symbols.remove(symbol)
+            self.tracks.pop(symbol, None)
+        now = self._clock_ns()
+        for symbol in symbols:
+            await self._put(symbol, encode_conn(now, self.id, "close", {"reason": reason}), now)
+        log.info("unsubscribed", extra=self._fields(symbols=symbols, reason=reason))

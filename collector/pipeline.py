@@ -1,0 +1,441 @@
+"""The durability pipeline: bounded queue -> spool on local disk -> sealed chunks -> uploads.
+
+Feeds ``put`` items (one encoded record line each) into a bounded queue; ``put`` waits
+when it is full, so backpressure reaches the socket readers and never the store. Three
+stages run under :meth:`Pipeline.run`:
+
+- the writer drains the queue in batches, routes each record to its stream's open chunk
+  (:class:`~collector.chunks.ChunkWriter`), writes the batch with ``os.write`` from a
+  worker thread, fsyncs open files every ``fsync_interval_s``, and cuts chunks on time,
+  size and UTC midnight (a tick cuts them even when nothing arrives). A failing write
+  (ENOSPC...) keeps the records in memory and is retried every ``write_retry_s``; the
+  queue fills and ``put`` waits meanwhile. Nothing is dropped on purpose.
+- the sealer compresses each cut chunk into ``sealed/<key>`` (:class:`~collector.spool.Spool`);
+- the uploader (:class:`~collector.uploader.Uploader`) uploads, verifies, deletes.
+
+A record is on disk (in the page cache: it survives ``kill -9``) once :meth:`Pipeline.flush`
+returns after its ``put``. :meth:`Pipeline.recover` seals and queues what a crash left;
+:meth:`Pipeline.shutdown` drains, seals and uploads within a deadline. Over
+``spool_max_bytes`` the spool is "full": metric, health reason and an error log at most
+once a ``log_interval_s``, while recording goes on as long as the disk allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from booktape.errors import BooktapeError
+from booktape.stores import Store
+from collector.chunks import ChunkWriter, KeyClaims, OpenChunk, check_item, recover_open_file
+from collector.config import CollectorSettings
+from collector.metrics import Metrics
+from collector.spool import SealedChunk, Spool, in_thread
+from collector.types import Item
+from collector.uploader import Backoff, Uploader
+
+log = logging.getLogger("collector.pipeline")
+
+
+class PipelineClosedError(BooktapeError):
+    """``put`` after ``shutdown``: the record was not accepted."""
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineOptions:
+    """Tuning that is not user configuration (tests shorten the times)."""
+
+    tick_s: float = 0.5  # how often chunks whose time is up are cut without new records
+    fsync_interval_s: float | None = 1.0  # fsync open files this often (None: only on seal)
+    batch_items: int = 512  # at most this many records per write (bounds a loop stall)
+    batch_bytes: int = 1 << 20
+    write_retry_s: float = 1.0  # after a failed spool write (ENOSPC)
+    seal_retry_s: float = 1.0
+    backoff: Backoff = dataclasses.field(default_factory=Backoff)  # upload retries
+    upload_timeout_s: float = 300.0  # one upload attempt, the store's own retries included
+    log_interval_s: float = 60.0  # repeat a lasting error (spool full, uploads) this often
+    uploads_unready_after_s: float = 30.0  # failing uploads make health() not ready
+    zstd_level: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineHealth:
+    """What /readyz and operators need to know about the pipeline."""
+
+    spool_bytes: int
+    spool_chunks: int
+    spool_full: bool
+    uploads_failing_since_ns: int | None
+    last_upload_ns: int | None
+    pending_uploads: int
+    queue_depth: int
+    reason: str | None  # why not ready; None when ready
+
+
+class Pipeline:
+    """Implements :class:`collector.types.RecordSink`; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: CollectorSettings,
+        store: Store,
+        metrics: Metrics,
+        *,
+        clock_ns: Callable[[], int] = time.time_ns,
+        host: str | None = None,
+        options: PipelineOptions | None = None,
+        spool: Spool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.options = opts = options or PipelineOptions()
+        self.spool = spool or Spool(settings.spool_dir, zstd_level=opts.zstd_level)
+        self._clock_ns = clock_ns
+        self._writer = ChunkWriter(
+            self.spool,
+            exchange=settings.exchange_name,
+            region=settings.region,
+            collector=settings.collector,
+            host=host or socket.gethostname(),
+            rotation_s=settings.rotation_s,
+            chunk_max_bytes=settings.chunk_max_bytes,
+        )
+        self._uploader = Uploader(
+            store,
+            self.spool,
+            metrics,
+            concurrency=settings.upload_concurrency,
+            clock_ns=clock_ns,
+            backoff=opts.backoff,
+            attempt_timeout_s=opts.upload_timeout_s,
+            log_interval_s=opts.log_interval_s,
+            on_change=self._refresh,
+        )
+        self._queue: asyncio.Queue[Item | None] = asyncio.Queue(settings.queue_items)
+        self._seal_queue: asyncio.Queue[OpenChunk | None] = asyncio.Queue()
+        self._keys = KeyClaims(self.spool)
+        self._cut: list[OpenChunk] = []
+        self._putting = 0
+        self._put_count = 0
+        self._written = 0  # items written to the spool
+        self._written_cond = asyncio.Condition()
+        self._closing = False
+        self._running = False
+        self._writer_done = asyncio.Event()
+        self._sealer_done = asyncio.Event()
+        self._write_error: str | None = None
+        self._errors_logged: dict[str, float] = {}
+        self._full = False
+
+    # --- the RecordSink side ----------------------------------------------------------
+
+    async def put(self, item: Item) -> None:
+        """Queue one record; waits while the queue is full. Raises PipelineClosedError
+        after shutdown, CodecError/InvalidNameError for an item no chunk can hold."""
+        if self._closing:
+            raise PipelineClosedError("the pipeline is shutting down: record not accepted")
+        check_item(item)
+        self._writer.header(item.channel, item.symbol)  # validates the names (cached)
+        self._putting += 1
+        try:
+            await self._queue.put(item)
+        finally:
+            self._putting -= 1
+        self._put_count += 1
+
+    async def flush(self) -> None:
+        """Wait until every item put before this call is written to its spool file."""
+        target = self._put_count
+        async with self._written_cond:
+            await self._written_cond.wait_for(lambda: self._written >= target)
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """Seal the open files a crash left and queue every sealed chunk for upload.
+
+        Call once, before :meth:`run` and before any ``put``; returns the chunks queued.
+        """
+        if self._running or self._writer.chunks or self._put_count:
+            raise RuntimeError("recover() must run before run() and put()")
+        sealed, strangers = await in_thread(self.spool.list_sealed)
+        for path in strangers:
+            log.warning("not a chunk, left in the spool", extra={"path": str(path)})
+        for chunk in sealed:
+            self._keys.remember(chunk.key.key)
+        recovered: list[SealedChunk | OpenChunk] = []
+        for path in await in_thread(self.spool.list_open):
+            found = await in_thread(recover_open_file, self.spool, path, self._keys)
+            if found is not None:
+                recovered.append(found)
+        for found in [*recovered, *sealed]:
+            if isinstance(found, SealedChunk):
+                self._uploader.add(found)
+            else:
+                self._seal_queue.put_nowait(found)  # sealing failed: run() retries it
+        self.metrics.chunks_sealed.inc(sum(isinstance(c, SealedChunk) for c in recovered))
+        self._refresh()
+        if recovered or sealed:
+            usage = self.spool.usage.snapshot()
+            log.info(
+                "spool recovered",
+                extra={"sealed_now": len(recovered), "chunks": usage.chunks, "bytes": usage.bytes},
+            )
+        return len(recovered) + len(sealed)
+
+    async def run(self) -> None:
+        """Run the writer, the sealer and the uploader until cancelled."""
+        if self._running:
+            raise RuntimeError("the pipeline is already running")
+        self._running = True
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._write_loop(), name="spool-writer")
+                tg.create_task(self._seal_loop(), name="spool-sealer")
+                tg.create_task(self._uploader.run(), name="uploader")
+        finally:
+            self._running = False
+
+    async def shutdown(self, deadline_s: float) -> bool:
+        """Stop accepting records, write and seal everything, upload within ``deadline_s``.
+
+        True if nothing is left pending; what is not uploaded stays sealed in the spool
+        for the next start. Runs the stages itself if :meth:`run` is not running.
+        """
+        if not self._closing:
+            self._closing = True
+            log.info("pipeline shutting down", extra={"queued": self._queue.qsize()})
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(None)  # wake the writer
+        await asyncio.sleep(0)  # let a run() task created just before us start first
+        owned = None if self._running else asyncio.create_task(self.run(), name="pipeline")
+        waiter = asyncio.create_task(self._drain())
+        try:
+            await asyncio.wait(
+                [waiter, *([owned] if owned else [])],
+                timeout=deadline_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            drained = self._drained()
+            waiter.cancel()
+            for task in (waiter, owned):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        self._refresh()
+        usage = self.spool.usage.snapshot()
+        extra = {"spool_chunks": usage.chunks, "spool_bytes": usage.bytes}
+        if drained:
+            log.info("pipeline stopped, spool drained", extra=extra)
+        else:
+            log.warning("pipeline stopped with chunks left in the spool", extra=extra)
+        return drained
+
+    async def _drain(self) -> None:
+        await self._writer_done.wait()
+        await self._sealer_done.wait()
+        await self._uploader.wait_idle()
+
+    def _drained(self) -> bool:
+        return (
+            self._writer_done.is_set()
+            and self._sealer_done.is_set()
+            and self._uploader.pending == 0
+        )
+
+    # --- writer -------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        try:
+            await self._write_until_closed()
+        finally:  # cancelled without shutdown: the open files stay for recover()
+            self._abandon()
+        self._writer_done.set()
+        self._seal_queue.put_nowait(None)
+
+    async def _write_until_closed(self) -> None:
+        loop = asyncio.get_running_loop()
+        opts = self.options
+        next_tick = loop.time() + opts.tick_s
+        next_fsync = loop.time() + (opts.fsync_interval_s or 0)
+        cut = self._cut  # chunks taken out, to write and hand to the sealer
+        while True:
+            batch = await self._next_batch(next_tick - loop.time())
+            cut += [c for item in batch if (c := self._writer.route(item)) is not None]
+            if loop.time() >= next_tick:
+                next_tick = loop.time() + opts.tick_s
+                cut += self._writer.expire(self._clock_ns())
+                self._refresh()
+            final = self._closing and self._queue.empty() and self._putting == 0
+            if final:
+                cut += self._writer.take_all()
+            await self._write_out(cut)
+            for chunk in cut:
+                self._writer.close(chunk)
+                self._seal_queue.put_nowait(chunk)
+            cut.clear()
+            if batch:
+                self._refresh()
+                self._written += len(batch)
+                async with self._written_cond:
+                    self._written_cond.notify_all()
+            if opts.fsync_interval_s and loop.time() >= next_fsync:
+                next_fsync = loop.time() + opts.fsync_interval_s
+                await self._fsync_open()
+            if final:
+                return
+
+    def _abandon(self) -> None:
+        """Close the open files as they are; say what could not be written."""
+        chunks = [*self._cut, *self._writer.take_all()]
+        self._cut.clear()
+        held = sum(len(p) for c in chunks for p in c.pending)
+        for chunk in chunks:
+            self._writer.close(chunk, abandon=True)
+        if held or self._queue.qsize():
+            log.error(
+                "writer stopped with records not on disk: they are lost",
+                extra={"held_bytes": held, "queued": self._queue.qsize()},
+            )
+
+    async def _next_batch(self, timeout_s: float) -> list[Item]:
+        """Up to a batch of queued items; waits at most ``timeout_s`` for the first."""
+        queue = self._queue
+        if queue.empty():
+            if timeout_s <= 0:
+                return []
+            try:
+                async with asyncio.timeout(timeout_s):
+                    first = await queue.get()
+            except TimeoutError:
+                return []
+        else:
+            first = queue.get_nowait()
+        batch = [first] if first is not None else []
+        size = len(first.line) if first is not None else 0
+        opts = self.options
+        while not queue.empty() and len(batch) < opts.batch_items and size < opts.batch_bytes:
+            item = queue.get_nowait()
+            if item is not None:
+                batch.append(item)
+                size += len(item.line)
+        return batch
+
+    async def _write_out(self, cut: list[OpenChunk]) -> None:
+        """Write every pending record; on failure keep them and retry until it works."""
+        chunks = [c for c in (*cut, *self._writer.chunks.values()) if c.pending]
+        while chunks:
+            try:
+                await in_thread(self._writer.flush, chunks)
+                break
+            except OSError as exc:
+                held = sum(len(p) for c in chunks for p in c.pending)
+                self._write_error = f"spool write failing ({exc.strerror or exc}): recording paused"
+                self._log_error(
+                    "write",
+                    "spool write failed; records held in memory, retrying",
+                    {"errno": exc.errno, "error": str(exc), "held_bytes": held},
+                )
+                await asyncio.sleep(self.options.write_retry_s)
+        if self._write_error is not None:
+            self._write_error = None
+            self._errors_logged.pop("write", None)
+            log.warning("spool writes resumed")
+
+    async def _fsync_open(self) -> None:
+        try:
+            await in_thread(self._writer.fsync, list(self._writer.chunks.values()))
+        except OSError as exc:
+            self._log_error("fsync", "fsync of open chunks failed", {"error": str(exc)})
+
+    # --- sealer -------------------------------------------------------------------------
+
+    async def _seal_loop(self) -> None:
+        while (chunk := await self._seal_queue.get()) is not None:
+            await self._seal(chunk)
+        self._sealer_done.set()
+
+    async def _seal(self, chunk: OpenChunk) -> None:
+        assert chunk.path is not None, "a cut chunk was written"
+        key = chunk.claimed_key or self._keys.claim(chunk.key)
+        while True:
+            try:
+                sealed = await in_thread(self.spool.seal, chunk.path, chunk.written, key)
+                break
+            except OSError as exc:
+                self._log_error(
+                    "seal", "sealing a chunk failed, retrying", {"key": key.key, "error": str(exc)}
+                )
+                await asyncio.sleep(self.options.seal_retry_s)
+        self._errors_logged.pop("seal", None)
+        self.metrics.chunks_sealed.inc()
+        log.debug(
+            "chunk sealed",
+            extra={"key": key.key, "records": chunk.records, "bytes": chunk.written,
+                   "compressed": sealed.size},
+        )  # fmt: skip
+        self._uploader.add(sealed)
+        self._refresh()
+
+    # --- state ----------------------------------------------------------------------------
+
+    def _log_error(self, what: str, message: str, extra: dict[str, object]) -> None:
+        """Log a lasting error once, then at most once per ``log_interval_s``."""
+        now = time.monotonic()
+        last = self._errors_logged.get(what)
+        if last is None or now - last >= self.options.log_interval_s:
+            self._errors_logged[what] = now
+            log.error(message, extra=extra)
+
+    def _refresh(self) -> None:
+        """Update the spool metrics and the spool-full state (logged once a minute)."""
+        usage = self.spool.usage.snapshot()
+        limit = self.settings.spool_max_bytes
+        self.metrics.spool_bytes.set(usage.bytes)
+        self.metrics.spool_chunks.set(usage.chunks)
+        full = usage.bytes > limit
+        self.metrics.spool_full.set(1 if full else 0)
+        if full:
+            self._log_error(
+                "full",
+                "spool full: recording goes on while the disk allows",
+                {"spool_bytes": usage.bytes, "spool_max_bytes": limit,
+                 "pending_uploads": self._uploader.pending},
+            )  # fmt: skip
+        elif self._full:
+            log.warning("spool below its bound again", extra={"spool_bytes": usage.bytes})
+        self._full = full
+
+    def health(self) -> PipelineHealth:
+        """A snapshot for /readyz; ``reason`` says why the pipeline is not ready."""
+        usage = self.spool.usage.snapshot()
+        limit = self.settings.spool_max_bytes
+        full = usage.bytes > limit
+        since = self._uploader.failing_since_ns
+        reason = None
+        if self._write_error is not None:
+            reason = self._write_error
+        elif full:
+            reason = f"spool full: {usage.bytes} bytes over the {limit} byte bound"
+        elif since is not None:
+            failing_s = (self._clock_ns() - since) / 1e9
+            if failing_s >= self.options.uploads_unready_after_s:
+                reason = f"uploads failing for {failing_s:.0f} s: {self._uploader.last_error}"
+        return PipelineHealth(
+            spool_bytes=usage.bytes,
+            spool_chunks=usage.chunks,
+            spool_full=full,
+            uploads_failing_since_ns=since,
+            last_upload_ns=self._uploader.last_upload_ns,
+            pending_uploads=self._uploader.pending,
+            queue_depth=self._queue.qsize(),
+            reason=reason,
+        )
