@@ -49,14 +49,16 @@ def not_ready_reasons(
     return reasons
 
 
-async def run_collector(settings: CollectorSettings, stop: asyncio.Event | None = None) -> int:
-    """Run until ``stop`` is set or a signal arrives; return the process exit code."""
+async def run_collector(
+    settings: CollectorSettings, stop: asyncio.Event | None = None, *, handle_signals: bool = True
+) -> int:
+    """Run until ``stop`` is set (or SIGTERM/SIGINT with ``handle_signals``); return exit code."""
     from collector.binance_feed import BinanceFeed  # noqa: PLC0415 - heavy, only when run
     from collector.pipeline import Pipeline  # noqa: PLC0415
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT) if handle_signals else ():
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop.set)
     context = {"region": settings.region, "collector": settings.collector}
