@@ -1,4 +1,4 @@
-"""`make demo` end to end: two regions recorded, one broken and killed, spliced back whole."""
+"""`make demo` end to end: two collectors, one broken then killed, spliced back whole."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from simulator.demo import demo
 async def test_demo_rebuilds_the_true_book_from_two_damaged_regions(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = await demo(tmp_path / "store", seconds=8.0)
+    code = await demo(tmp_path, seconds=12.0)
 
     out = capsys.readouterr().out
     assert code == 0, out
     assert out.count("final book equals the exchange's true book") == 2
-    assert "unrecoverable gaps: 0" in out
-    assert any((tmp_path / "store" / "raw" / "binance" / "depth").rglob("*.jsonl.zst"))
+    assert out.count("unrecoverable gaps: 0") == 2
+    assert "exit codes {'eu': 0, 'us': 0}" in out
+    assert any((tmp_path / "demo-store" / "raw" / "binance" / "depth").rglob("*.jsonl.zst"))
