@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from dataclasses import replace
 from types import TracebackType
 from typing import TypedDict
 
@@ -52,6 +53,15 @@ class Truth(TypedDict):
     lastUpdateId: int | None  # None in replay before the recorded snapshot's point
     bids: list[list[str]]
     asks: list[list[str]]
+
+
+def _scaled(spec: SymbolSpec, cfg: SimConfig) -> SymbolSpec:
+    """A symbol's spec with the config's depth and activity overrides applied."""
+    return replace(
+        spec,
+        levels_per_side=cfg.levels_per_side or spec.levels_per_side,
+        activity=cfg.activity or spec.activity,
+    )
 
 
 class Simulator:
@@ -97,7 +107,7 @@ class Simulator:
             if not cfg.replay_waits_for_subscriber:
                 self.replay.started.set()
         else:
-            specs = [default_spec(s) for s in cfg.symbols]
+            specs = [_scaled(default_spec(s), cfg) for s in cfg.symbols]
             self.model = MarketModel(
                 specs,
                 seed=cfg.seed,

@@ -35,6 +35,10 @@ class SimConfig(BaseModel):
     symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
     seed: int = 0
     first_update_id: int = FIRST_UPDATE_ID
+    # Override every modelled symbol's book depth and activity (None = the symbol's own):
+    # small books let a test start hundreds of symbols in well under a second.
+    levels_per_side: int | None = Field(default=None, ge=10)
+    activity: float | None = Field(default=None, gt=0)
     change_log_capacity: int = Field(default=300_000, ge=1000)  # changes kept per symbol
     # how often the model catches up with the clock; None = only when read (REST, truth,
     # subscriptions): the market then stands still between reads (exact ground-truth tests)

@@ -11,14 +11,11 @@ import itertools
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
-import simulator.app
 from booktape.binance import DepthHeader, FrameKind, classify_frame, parse_depth_header
 from booktape.codec import Bad, Conn, DataRecord, Header, Msg, Snap, decode_line
 from collector.binance_feed import BinanceFeed, FeedTuning
@@ -28,7 +25,6 @@ from collector.snapshots import SnapshotTimers
 from collector.types import Item
 from simulator.app import Simulator
 from simulator.config import SimConfig
-from simulator.symbols import SymbolSpec, default_spec
 
 
 class ListSink:
@@ -75,15 +71,7 @@ class ListSink:
         return {item.symbol for item in self.items}
 
 
-def cheap_spec(symbol: str) -> SymbolSpec:
-    """A simulated symbol with a small book: 200 of them start in well under a second."""
-    return replace(default_spec(symbol), levels_per_side=40, activity=0.3)
-
-
-@pytest.fixture
-def cheap_market(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the simulator's model books small (the default 3000 levels take 80 ms each)."""
-    monkeypatch.setattr(simulator.app, "default_spec", cheap_spec)
+CHEAP = {"levels_per_side": 40, "activity": 0.3}  # 200 symbols start in well under a second
 
 
 def sim_config(symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT"), **over: Any) -> SimConfig:

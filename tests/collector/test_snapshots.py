@@ -16,8 +16,8 @@ from collector.metrics import Metrics
 from collector.snapshots import NS, SnapshotScheduler, SnapshotTimers, WeightBudget
 from simulator.app import Simulator
 from tests.collector.feed_fixtures import (
+    CHEAP,
     ListSink,
-    cheap_market,
     eventually,
     fast_tuning,
     pairwise,
@@ -28,7 +28,6 @@ from tests.collector.feed_fixtures import (
 )
 
 pytestmark = pytest.mark.timeout(90)
-__all__ = ["cheap_market"]  # the fixture, used by name
 
 
 class FakeClock:
@@ -140,11 +139,10 @@ async def test_a_stale_snapshot_is_retaken(tmp_path: Path) -> None:
     assert scheduler.pending() == 0
 
 
-@pytest.mark.usefixtures("cheap_market")
 async def test_200_symbols_at_once_get_their_snapshots_without_a_429(tmp_path: Path) -> None:
     symbols = tuple(f"S{i:03d}USDT" for i in range(200))
     # the simulated IP may spend 1000 weight per 2 s; the collector takes half of it
-    config = sim_config(symbols, weight_limit=1000, rate_limit_window=2.0, send_log=False)
+    config = sim_config(symbols, weight_limit=1000, rate_limit_window=2.0, send_log=False, **CHEAP)
     async with simulated(config) as sim:
         settings = settings_for(sim, tmp_path, streams_per_connection=50, weight_share=0.5)
         tuning = fast_tuning(weight_limit=1000, weight_window_s=2.0)
