@@ -19,6 +19,7 @@ from booktape.errors import BooktapeError, ConfigError
 COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("collector.cli", "record an exchange into raw objects (one process a region)"),
     "sim": ("simulator.cli", "run the local exchange simulator (Binance spot WS + REST)"),
+    "gaps": ("merger.gaps_cli", "show a merged day's gap reports (table or --json)"),
     "ls": ("booktape.listing", "list raw objects with their id ranges"),
     "cat": ("booktape.inspect", "print the records of a raw object as JSON lines"),
 }
