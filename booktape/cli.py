@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gaps": ("merger.gaps_cli", "show a merged day's gap reports (table or --json)"),
     "ls": ("booktape.listing", "list raw objects with their id ranges"),
     "cat": ("booktape.inspect", "print the records of a raw object as JSON lines"),
+    "merge": ("merger.cli", "merge a day of raw recordings into canonical output"),
 }
 
 

@@ -1,0 +1,343 @@
+"""The canonical writer: canonical items -> the files of one merged day (DESIGN.md).
+
+:class:`DayWriter` takes the stitcher's items one at a time and streams them into local
+files in a work directory, so memory stays bounded by one parquet batch and the book:
+
+- ``levels.parquet``: one row per level change, an event's rows contiguous (bids, then
+  asks); a :class:`BookImage` becomes ``is_snapshot`` rows whose three id columns hold its
+  ``lastUpdateId``. zstd, row groups of :data:`BATCH_ROWS` rows.
+- ``deltas.jsonl.zst``: the raw record format (booktape.codec), a ``snap`` record per book
+  image and each event's stored record line verbatim.
+- ``closing_book.json.zst``: the book after the last item.
+
+Output is deterministic: no wall-clock time goes into any file, compression settings are
+fixed, and the same items give byte-identical files. ``gaps.json`` (merger.gaps) and
+``_MANIFEST.json`` (merger.day) are written by their own modules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zstandard
+
+from booktape.binance import Level, Market, decode_depth
+from booktape.book import OrderBook, Side
+from booktape.codec import Header, RecordWriter, encode_snap
+from merger.model import BookImage, CanonicalItem, StreamEvent
+
+LEVELS_FILE: Final = "levels.parquet"
+DELTAS_FILE: Final = "deltas.jsonl.zst"
+CLOSING_FILE: Final = "closing_book.json.zst"
+GAPS_FILE: Final = "gaps.json"
+MANIFEST_FILE: Final = "_MANIFEST.json"
+BATCH_ROWS: Final = 100_000
+ZSTD_LEVEL: Final = 3
+CANONICAL_REGION: Final = "canonical"
+CANONICAL_COLLECTOR: Final = "merger"
+SNAP_REQUEST: Final = "canonical"
+_CONN_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+#: The schema of levels.parquet, exactly as DESIGN.md gives it.
+LEVELS_SCHEMA: Final = pa.schema(
+    [
+        pa.field("local_ts", pa.int64(), nullable=False),
+        pa.field("exchange_ts", pa.int64(), nullable=False),
+        pa.field("prev_update_id", pa.int64(), nullable=False),
+        pa.field("first_update_id", pa.int64(), nullable=False),
+        pa.field("last_update_id", pa.int64(), nullable=False),
+        pa.field("side", pa.string(), nullable=False),
+        pa.field("price", pa.float64(), nullable=False),
+        pa.field("qty", pa.float64(), nullable=False),
+        pa.field("is_snapshot", pa.bool_(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+    ]
+)
+_COLUMNS: Final = tuple(LEVELS_SCHEMA.names)
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenDay:
+    """What :meth:`DayWriter.close` leaves in the work directory."""
+
+    files: dict[str, Path]  # file name -> local path
+    events: int  # canonical events (book images excluded)
+    images: int  # book images (start and re-anchors)
+    rows: int  # rows of levels.parquet
+    closing: BookImage | None  # the book after the last item (None for an empty day)
+
+
+def snapshot_body(image: BookImage) -> bytes:
+    """A REST-shaped body for a book image: ``{"lastUpdateId":..,"bids":..,"asks":..}``."""
+    return orjson.dumps(
+        {
+            "lastUpdateId": image.last_update_id,
+            "bids": [list(level) for level in image.bids],
+            "asks": [list(level) for level in image.asks],
+        }
+    )
+
+
+def image_line(image: BookImage) -> bytes:
+    """The ``snap`` record of a book image in deltas.jsonl.zst."""
+    conn = image.source if _CONN_RE.fullmatch(image.source) else CANONICAL_REGION
+    extra: dict[str, str | int | float | bool | None] = {
+        "reason": image.reason,
+        "source": image.source,
+    }
+    return encode_snap(
+        image.local_ts, image.local_ts, conn, SNAP_REQUEST, snapshot_body(image), extra=extra
+    )
+
+
+def closing_document(
+    closing: BookImage, *, exchange: str, symbol: str, date: str
+) -> dict[str, Any]:
+    return {
+        "exchange": exchange,
+        "symbol": symbol,
+        "date": date,
+        "lastUpdateId": closing.last_update_id,
+        "local_ts": closing.local_ts,
+        "bids": [list(level) for level in closing.bids],
+        "asks": [list(level) for level in closing.asks],
+    }
+
+
+def encode_closing(closing: BookImage, *, exchange: str, symbol: str, date: str) -> bytes:
+    doc = closing_document(closing, exchange=exchange, symbol=symbol, date=date)
+    raw = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(raw)
+
+
+def decode_closing(data: bytes) -> BookImage:
+    """The previous day's closing book as the image the next day may start from."""
+    doc = orjson.loads(zstandard.ZstdDecompressor().decompress(data))
+    return BookImage(
+        local_ts=int(doc["local_ts"]),
+        last_update_id=int(doc["lastUpdateId"]),
+        bids=tuple((str(p), str(q)) for p, q in doc["bids"]),
+        asks=tuple((str(p), str(q)) for p, q in doc["asks"]),
+        source="previous-day",
+        reason="previous_day",
+    )
+
+
+class _LevelRows:
+    """Column buffers flushed to a ParquetWriter every BATCH_ROWS rows."""
+
+    def __init__(self, path: Path) -> None:
+        self._writer = pq.ParquetWriter(
+            str(path),
+            LEVELS_SCHEMA,
+            compression="zstd",
+            compression_level=ZSTD_LEVEL,
+            use_dictionary=["side", "source"],
+            write_statistics=True,
+        )
+        self._cols: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
+        self.rows = 0
+
+    def add(
+        self,
+        ids: tuple[int, int, int, int, int],
+        levels: Iterable[Level],
+        side: str,
+        *,
+        snapshot: bool,
+        source: str,
+    ) -> None:
+        local_ts, exchange_ts, prev_id, first_id, last_id = ids
+        c = self._cols
+        for price, qty in levels:
+            c["local_ts"].append(local_ts)
+            c["exchange_ts"].append(exchange_ts)
+            c["prev_update_id"].append(prev_id)
+            c["first_update_id"].append(first_id)
+            c["last_update_id"].append(last_id)
+            c["side"].append(side)
+            c["price"].append(float(price))
+            c["qty"].append(float(qty))
+            c["is_snapshot"].append(snapshot)
+            c["source"].append(source)
+            self.rows += 1
+
+    def maybe_flush(self) -> None:
+        """Write a row group once a batch is full (called between events only)."""
+        if len(self._cols["local_ts"]) >= BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._cols["local_ts"]:
+            table = pa.Table.from_pydict(self._cols, schema=LEVELS_SCHEMA)
+            self._writer.write_table(table, row_group_size=BATCH_ROWS * 2)
+            self._cols = {name: [] for name in _COLUMNS}
+
+    def close(self) -> None:
+        self.flush()
+        self._writer.close()
+
+
+class DayWriter:
+    """Streams canonical items into levels.parquet, deltas.jsonl.zst and the closing book."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        exchange: str,
+        channel: str,
+        symbol: str,
+        date: str,
+        market: Market = Market.SPOT,
+    ) -> None:
+        self.workdir = workdir
+        self.exchange, self.symbol, self.date, self.market = exchange, symbol, date, market
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._levels = _LevelRows(workdir / LEVELS_FILE)
+        self._deltas_file = (workdir / DELTAS_FILE).open("wb")
+        header = Header(
+            exchange=exchange,
+            channel=channel,
+            symbol=symbol,
+            region=CANONICAL_REGION,
+            collector=CANONICAL_COLLECTOR,
+            host=CANONICAL_COLLECTOR,
+        )
+        self._deltas = RecordWriter(self._deltas_file, header, level=ZSTD_LEVEL)
+        self._book = OrderBook()
+        self._last_ts = 0
+        self.events = 0
+        self.images = 0
+
+    def add(self, item: CanonicalItem) -> None:
+        if isinstance(item, BookImage):
+            self._add_image(item)
+        else:
+            self._add_event(item)
+        self._levels.maybe_flush()
+
+    def add_all(self, items: Iterable[CanonicalItem]) -> None:
+        for item in items:
+            self.add(item)
+
+    def _add_image(self, image: BookImage) -> None:
+        uid = image.last_update_id
+        ids = (image.local_ts, 0, uid, uid, uid)
+        self._levels.add(ids, image.bids, "bid", snapshot=True, source=image.source)
+        self._levels.add(ids, image.asks, "ask", snapshot=True, source=image.source)
+        self._deltas.write_line(image_line(image))
+        self._book = OrderBook()
+        self._book.apply_levels(image.bids, image.asks)
+        self._book.update_id = uid
+        self._last_ts = image.local_ts
+        self.images += 1
+
+    def _add_event(self, event: StreamEvent) -> None:
+        decoded = decode_depth(event.frame, self.market)
+        h = event.header
+        ids = (event.recv_ns, h.event_time, h.prev_id, h.first_id, h.last_id)
+        self._levels.add(ids, decoded.bids, "bid", snapshot=False, source=event.source)
+        self._levels.add(ids, decoded.asks, "ask", snapshot=False, source=event.source)
+        self._deltas.write_line(event.line if event.line.endswith(b"\n") else event.line + b"\n")
+        self._book.apply(decoded)
+        self._last_ts = event.recv_ns
+        self.events += 1
+
+    def closing_book(self) -> BookImage | None:
+        """The book as the items left it (None before any book image)."""
+        if self._book.update_id is None:
+            return None
+        return BookImage(
+            local_ts=self._last_ts,
+            last_update_id=self._book.update_id,
+            bids=tuple(self._book.levels(Side.BID)),
+            asks=tuple(self._book.levels(Side.ASK)),
+            source="previous-day",
+            reason="close",
+        )
+
+    def close(self, closing: BookImage | None = None) -> WrittenDay:
+        """Finish every file; ``closing`` overrides the book replayed from the items."""
+        self._levels.close()
+        self._deltas.close()
+        self._deltas_file.close()
+        files = {LEVELS_FILE: self.workdir / LEVELS_FILE, DELTAS_FILE: self.workdir / DELTAS_FILE}
+        closing = closing if closing is not None else self.closing_book()
+        if closing is not None:
+            path = self.workdir / CLOSING_FILE
+            path.write_bytes(
+                encode_closing(closing, exchange=self.exchange, symbol=self.symbol, date=self.date)
+            )
+            files[CLOSING_FILE] = path
+        return WrittenDay(files, self.events, self.images, self._levels.rows, closing)
+
+    def abort(self) -> None:
+        """Close the files after a failure (their content is discarded by the caller)."""
+        for close in (self._levels.close, self._deltas.close, self._deltas_file.close):
+            try:
+                close()
+            except Exception:  # noqa: S112 - best effort on an already failed day
+                continue
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    """(size, hex sha256) of a local file."""
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+    return os.path.getsize(path), sha.hexdigest()
+
+
+# --- _MANIFEST.json --------------------------------------------------------------------
+
+MANIFEST_VERSION: Final = 1
+
+
+def build_manifest(
+    *,
+    exchange: str,
+    channel: str,
+    symbol: str,
+    date: str,
+    outputs: dict[str, tuple[int, str]],
+    inputs: list[tuple[str, str]],
+    counts: dict[str, int],
+    previous: dict[str, str] | None,
+    version: str,
+) -> bytes:
+    """_MANIFEST.json bytes: outputs (size, sha256), inputs (key, ETag), counts, version.
+
+    ``previous`` is ``{"key", "sha256"}`` of the previous day's manifest the day started
+    from, or None. Nothing time-dependent goes in, so a rebuild gives the same bytes.
+    """
+    doc = {
+        "version": MANIFEST_VERSION,
+        "exchange": exchange,
+        "channel": channel,
+        "symbol": symbol,
+        "date": date,
+        "merger_version": version,
+        "outputs": {
+            name: {"size": size, "sha256": sha} for name, (size, sha) in sorted(outputs.items())
+        },
+        "inputs": [{"key": key, "etag": etag} for key, etag in sorted(inputs)],
+        "counts": dict(sorted(counts.items())),
+        "previous": previous,
+    }
+    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2) + b"\n"
+
+
+def manifest_inputs(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (key, ETag) pairs a manifest names, sorted."""
+    return sorted((str(i["key"]), str(i["etag"])) for i in manifest.get("inputs", []))
