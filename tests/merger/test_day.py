@@ -15,7 +15,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import orjson
-import pyarrow.parquet as pq
 
 from booktape.cli import main
 from booktape.codec import Header, RecordWriter
@@ -24,11 +23,11 @@ from booktape.stores import LocalStore, MemoryStore, Store
 from merger.cli import exit_code, write_metrics
 from merger.day import DayResult, SymbolResult, load_and_stitch, merge_day, plan, shard_of
 from merger.model import GapLog
+from tests.merger.levels import Book, replay_parquet
 
 DATE = dt.date(2024, 5, 1)
 T0 = 1_714_557_600_000_000_000  # 2024-05-01T10:00:00Z
 MS = 1_000_000
-Book = dict[str, dict[Decimal, Decimal]]
 
 
 @dataclass
@@ -116,19 +115,9 @@ async def record(
 
 
 async def canonical_book(store: Store, symbol: str = "BTCUSDT", date: dt.date = DATE) -> Book:
-    data = await store.get(canonical_key("binance", "depth", symbol, date, "levels.parquet"))
-    book: Book = {"bid": {}, "ask": {}}
-    in_snapshot = False
-    for row in pq.read_table(io.BytesIO(data)).to_pylist():
-        if row["is_snapshot"] and not in_snapshot:
-            book = {"bid": {}, "ask": {}}
-        in_snapshot = row["is_snapshot"]
-        price, qty = Decimal(str(row["price"])), Decimal(str(row["qty"]))
-        if qty == 0:
-            book[row["side"]].pop(price, None)
-        else:
-            book[row["side"]][price] = qty
-    return book
+    return replay_parquet(
+        await store.get(canonical_key("binance", "depth", symbol, date, "levels.parquet"))
+    )
 
 
 async def outputs(store: Store, symbol: str = "BTCUSDT") -> dict[str, bytes]:

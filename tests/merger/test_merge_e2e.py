@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import io
 from decimal import Decimal
 from pathlib import Path
 
 import orjson
-import pyarrow.parquet as pq
 import pytest
 
 from booktape.binance import parse_depth_header
@@ -25,10 +23,10 @@ from collector.service import run_collector
 from merger.day import merge_day
 from simulator.app import Simulator
 from simulator.config import SimConfig
+from tests.merger.levels import Book, replay_parquet
 
 SYMBOL = "BTCUSDT"
 WINDOW = 1000  # levels a side compared (the snapshot limit)
-Book = dict[str, dict[Decimal, Decimal]]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -84,17 +82,7 @@ async def _record(tmp: Path, faults: object) -> tuple[Simulator, Book]:
 
 async def _canonical(store: LocalStore, date: dt.date) -> tuple[Book, dict[str, object]]:
     key = canonical_key("binance", "depth", SYMBOL, date, "levels.parquet")
-    book: Book = {"bid": {}, "ask": {}}
-    in_snapshot = False
-    for row in pq.read_table(io.BytesIO(await store.get(key))).to_pylist():
-        if row["is_snapshot"] and not in_snapshot:
-            book = {"bid": {}, "ask": {}}
-        in_snapshot = row["is_snapshot"]
-        price, qty = Decimal(str(row["price"])), Decimal(str(row["qty"]))
-        if qty == 0:
-            book[row["side"]].pop(price, None)
-        else:
-            book[row["side"]][price] = qty
+    book = replay_parquet(await store.get(key))
     top = {
         "bid": dict(sorted(book["bid"].items(), reverse=True)[:WINDOW]),
         "ask": dict(sorted(book["ask"].items())[:WINDOW]),

@@ -27,9 +27,9 @@ from merger.writer import (
     WrittenDay,
     decode_closing,
 )
+from tests.merger.levels import Book, replay_rows
 
 T0 = 1_714_557_600_000_000_000  # 2024-05-01T10:00:00Z in ns
-Book = dict[str, dict[Decimal, Decimal]]
 
 
 def event(u_first: int, u_last: int, bids: list[list[str]], asks: list[list[str]], *,
@@ -79,21 +79,6 @@ def replay_items(items: list[CanonicalItem]) -> Book:
                     book[side].pop(Decimal(p), None)
                 else:
                     book[side][Decimal(p)] = Decimal(q)
-    return book
-
-
-def replay_rows(rows: list[tuple[int, int, str, float, float, bool]]) -> Book:
-    """Tardis semantics: a snapshot row after non-snapshot rows resets the book."""
-    book: Book = {"bid": {}, "ask": {}}
-    in_snapshot = False
-    for _ts, _uid, side, price, qty, is_snapshot in rows:
-        if is_snapshot and not in_snapshot:
-            book = {"bid": {}, "ask": {}}
-        in_snapshot = is_snapshot
-        if qty == 0:
-            book[side].pop(Decimal(str(price)), None)
-        else:
-            book[side][Decimal(str(price))] = Decimal(str(qty))
     return book
 
 
@@ -160,8 +145,8 @@ def test_levels_rebuild_the_replayed_book_with_pyarrow_and_duckdb(tmp_path: Path
     via_duckdb = relation.fetchall()
 
     want = replay_items(items)
-    assert replay_rows([tuple(r[c] for c in cols) for r in via_arrow]) == want
-    assert replay_rows(via_duckdb) == want
+    assert replay_rows([tuple(r[c] for c in cols[2:]) for r in via_arrow]) == want
+    assert replay_rows(row[2:] for row in via_duckdb) == want
     assert want["ask"] == {Decimal("105.0"): Decimal("1")}
 
 
