@@ -16,8 +16,14 @@ from typing import Any
 
 import orjson
 
-from booktape.errors import ConfigError
-from booktape.keys import parse_date, validate_exchange, validate_name
+from booktape.errors import ConfigError, KeyLayoutError
+from booktape.keys import (
+    canonical_key,
+    parse_canonical_key,
+    parse_date,
+    validate_exchange,
+    validate_name,
+)
 
 EXIT_GAPS = 3
 
@@ -30,14 +36,18 @@ async def load_reports(
 
     reports: list[dict[str, Any]] = []
     async with open_store(store_url, s3_endpoint_url=endpoint) as store:
-        done: dict[str, str] = {}
+        done: set[str] = set()
         async for info in store.list(f"canonical/{exchange}/depth/"):
-            parts = info.key.split("/")
-            if len(parts) == 6 and parts[4] == date and parts[5] == "_MANIFEST.json":
-                done[parts[3]] = "/".join(parts[:5]) + "/gaps.json"
+            try:
+                key = parse_canonical_key(info.key)
+            except KeyLayoutError:
+                continue
+            if key.date.isoformat() == date and key.filename == "_MANIFEST.json":
+                done.add(key.symbol)
         for symbol in sorted(done):
             if symbols is None or symbol in symbols:
-                reports.append(orjson.loads(await store.get(done[symbol])))
+                gaps_key = canonical_key(exchange, "depth", symbol, parse_date(date), "gaps.json")
+                reports.append(orjson.loads(await store.get(gaps_key)))
     return reports
 
 
