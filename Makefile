@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install demo test lint types unit clean
+.PHONY: help install browser demo test lint types unit k8s bench clean
 
 help:
 	@echo "make demo   run the simulator, collectors and merger end to end on a local store"
@@ -21,8 +21,27 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# Headless Chromium renders `booktape report` pages in the tests (Debian package `chromium`).
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
+
+browser: $(CHROMIUM)
+
 demo: $(STAMP)
 	$(BIN)/python -m simulator.demo
+
+# Benchmarks (bench/): each prints its figures and a ratio against a baseline run alongside.
+BENCH_STAMP := $(VENV)/.bench-installed
+BENCHES     ?= collector merger book soak
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	@touch $@
+
+bench: $(BENCH_STAMP)
+	@for b in $(BENCHES); do $(BIN)/python -m bench.$$b $(BENCH_ARGS) || exit 1; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -31,8 +50,8 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
-	$(BIN)/pytest tests
+unit: $(STAMP) browser
+	BOOKTAPE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest tests
 
 test: lint types unit
 

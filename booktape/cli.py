@@ -18,11 +18,14 @@ from booktape.errors import BooktapeError, ConfigError
 #: subcommand -> (module with ``run(argv) -> int``, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("collector.cli", "record an exchange into raw objects (one process a region)"),
-    "sim": ("simulator.cli", "run the local exchange simulator (Binance spot WS + REST)"),
+    "sim": ("simulator.cli", "run the local exchange simulator (Binance WS + REST, Coinbase REST)"),
     "gaps": ("merger.gaps_cli", "show a merged day's gap reports (table or --json)"),
     "ls": ("booktape.listing", "list raw objects with their id ranges"),
     "cat": ("booktape.inspect", "print the records of a raw object as JSON lines"),
     "merge": ("merger.cli", "merge a day of raw recordings into canonical output"),
+    "report": ("merger.report_cli", "write a merged day's coverage timelines as one HTML page"),
+    "export": ("merger.export_cli", "export canonical data (tardis CSV, hdf5 for Coinbase)"),
+    "derive": ("merger.derive_cli", "derive data sets from canonical data (snapshots on a grid)"),
 }
 
 
