@@ -338,9 +338,21 @@ def parse_canonical_key(key: str) -> CanonicalKey:
     return parsed
 
 
-def status_key(kind: str, exchange: str, date: dt.date) -> str:
-    """``status/{kind}/{exchange}/{YYYY-MM-DD}.json`` (``kind`` is e.g. ``merge``)."""
+def status_key(
+    kind: str, exchange: str, date: dt.date, shard: tuple[int, int] | None = None
+) -> str:
+    """``status/{kind}/{exchange}/{YYYY-MM-DD}.json`` (``kind`` is e.g. ``merge``).
+
+    A run over shard I of N (``--shard I/N``) writes ``{YYYY-MM-DD}.shard-I-of-N.json``, so
+    the pods of one Indexed Job do not overwrite each other's summary.
+    """
+    suffix = ""
+    if shard is not None:
+        index, count = shard
+        if not 0 <= index < count:
+            raise InvalidNameError(f"shard {index}/{count}: expected 0 <= I < N")
+        suffix = f".shard-{index}-of-{count}"
     return (
         f"{STATUS_ROOT}/{validate_name('status kind', kind)}/{validate_exchange(exchange)}"
-        f"/{format_date(date)}.json"
+        f"/{format_date(date)}{suffix}.json"
     )

@@ -13,12 +13,13 @@ and its audit found no mismatch. One symbol failing does not stop the others.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import hashlib
 import logging
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -30,8 +31,9 @@ from booktape.binance import SPECS, Market
 from booktape.errors import ConfigError, KeyLayoutError
 from booktape.keys import canonical_key, format_date, parse_raw_key, raw_prefix, status_key
 from booktape.stores import Store
+from merger.feed import Feed
 from merger.gaps import build_report, encode_report
-from merger.load import load_symbol_day
+from merger.load import ChunkReader, plan_sources
 from merger.model import BookImage, CanonicalItem, GapLog
 from merger.stitch import stitch
 from merger.writer import (
@@ -56,7 +58,8 @@ OUTPUT_ORDER: Final = (LEVELS_FILE, DELTAS_FILE, CLOSING_FILE, GAPS_FILE)
 class Stitched(Protocol):
     """The canonical items of a symbol-day; ``closing`` is the book once iterated."""
 
-    closing: BookImage | None
+    @property
+    def closing(self) -> BookImage | None: ...
 
     def __iter__(self) -> Iterator[CanonicalItem]: ...
 
@@ -73,7 +76,59 @@ class Pipeline(Protocol):
         log: GapLog,
         primary: str | None,
         start: BookImage | None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> Stitched: ...
+
+
+class LoopFetcher:
+    """Gets objects through the event loop for a stitcher iterated in a worker thread.
+
+    Keeps up to ``depth`` fetches in flight ahead of use, so a remote store's latency
+    overlaps the stitching.
+    """
+
+    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop, depth: int = 8) -> None:
+        self._store = store
+        self._loop = loop
+        self._depth = depth
+        self._futures: dict[str, concurrent.futures.Future[bytes]] = {}
+
+    def _submit(self, key: str) -> concurrent.futures.Future[bytes]:
+        return asyncio.run_coroutine_threadsafe(self._store.get(key), self._loop)
+
+    def prefetch(self, key: str) -> None:
+        if key not in self._futures and len(self._futures) < self._depth:
+            self._futures[key] = self._submit(key)
+
+    def get(self, key: str) -> bytes:
+        running = asyncio._get_running_loop()
+        if running is self._loop:
+            raise RuntimeError("iterate a streaming stitcher in a worker thread, not the loop")
+        future = self._futures.pop(key, None) or self._submit(key)
+        return future.result()
+
+    def close(self) -> None:
+        for future in self._futures.values():
+            future.cancel()
+        self._futures.clear()
+
+
+class StreamingDay:
+    """The canonical items of a symbol-day, streamed from the store chunk by chunk."""
+
+    def __init__(self, stitcher: Stitched, fetcher: LoopFetcher) -> None:
+        self._stitcher = stitcher
+        self._fetcher = fetcher
+
+    @property
+    def closing(self) -> BookImage | None:
+        return self._stitcher.closing
+
+    def __iter__(self) -> Iterator[CanonicalItem]:
+        try:
+            yield from self._stitcher
+        finally:
+            self._fetcher.close()
 
 
 async def load_and_stitch(
@@ -84,16 +139,19 @@ async def load_and_stitch(
     log: GapLog,
     primary: str | None,
     start: BookImage | None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Stitched:
-    """The merger's engine: merger.load then merger.stitch."""
-    loaded = await load_symbol_day(store, keys, market=market, log=log)
-    return stitch(loaded, market=market, log=log, primary=primary, start=start)
+    """The merger's engine: chunks read as the stitcher needs them (iterate in a thread)."""
+    fetcher = LoopFetcher(store, asyncio.get_running_loop())
+    feed = Feed(plan_sources(keys, log), ChunkReader(market, log), fetcher, on_chunk=progress)
+    stitcher = stitch(feed, market=market, log=log, primary=primary, start=start)
+    return StreamingDay(stitcher, fetcher)
 
 
 @dataclass(slots=True)
 class SymbolResult:
     symbol: str
-    state: str  # "merged", "done" (already merged, left alone) or "failed"
+    state: str  # "merged", "done" (already merged, left alone), "late" or "failed"
     events: int = 0
     unrecoverable: int = 0
     audit_mismatched: int = 0
@@ -107,6 +165,7 @@ class DayResult:
     date: dt.date
     symbols: dict[str, SymbolResult] = field(default_factory=dict)
     duration_s: float = 0.0
+    shard: tuple[int, int] | None = None  # (I, N) of --shard I/N
 
     @property
     def failed(self) -> list[str]:
@@ -120,14 +179,16 @@ class DayResult:
         """The run summary stored at status/merge/{exchange}/{date}.json."""
         by_state = {
             state: sorted(s for s, r in self.symbols.items() if r.state == state)
-            for state in ("merged", "done", "failed")
+            for state in ("merged", "done", "late", "failed")
         }
         return {
             "exchange": self.exchange,
             "date": format_date(self.date),
             "merged": by_state["merged"],
             "skipped": by_state["done"],
+            "late": by_state["late"],
             "failed": by_state["failed"],
+            "shard": f"{self.shard[0]}/{self.shard[1]}" if self.shard else None,
             "events": sum(r.events for r in self.symbols.values()),
             "unrecoverable_gaps": self.unrecoverable,
             "duration_s": round(self.duration_s, 3),
@@ -219,6 +280,44 @@ def _counts(manifest: dict[str, Any]) -> tuple[int, int, int]:
     )
 
 
+async def _after_delete(
+    store: Store,
+    symbol: str,
+    date: dt.date,
+    manifest: dict[str, Any],
+    inputs: list[tuple[str, str]],
+    *,
+    force: bool,
+    delete_raw: bool,
+) -> SymbolResult:
+    """A day merged with --delete-raw: never rebuilt; late objects are kept, not merged.
+
+    Its raw objects are gone, so merging again would rebuild the day from whatever arrived
+    late alone. Leftovers of an interrupted deletion are deleted (with ``delete_raw``).
+    """
+    merged = {key for key, _ in manifest_inputs(manifest)}
+    late = [key for key, _ in inputs if key not in merged]
+    events, gaps, mismatched = _counts(manifest)
+    result = SymbolResult(symbol, "done", events, gaps, mismatched)
+    context = {"symbol": symbol, "date": format_date(date)}
+    if delete_raw:
+        leftovers = [key for key, _ in inputs if key in merged]
+        for key in leftovers:
+            await store.delete(key)
+        result.raw_deleted = len(leftovers)
+    if force:
+        result.state = "failed"
+        result.error = "its raw objects were deleted after the merge (--delete-raw): not rebuilt"
+    elif late:
+        result.state = "late"
+        result.error = f"{len(late)} raw objects arrived after the raw day was deleted"
+        log.warning(
+            "late raw objects kept, not merged: the day's raw objects were deleted",
+            extra={**context, "late": len(late), "first_late": late[0]},
+        )
+    return result
+
+
 async def merge_symbol(
     store: Store,
     exchange: str,
@@ -237,6 +336,10 @@ async def merge_symbol(
     manifest_key = canonical_key(exchange, CHANNEL, symbol, date, MANIFEST_FILE)
     prev_ref, start = await _previous(store, exchange, symbol, date) if previous else (None, None)
     existing = await _get_json(store, manifest_key)
+    if existing is not None and existing[0].get("raw_deleted"):
+        return await _after_delete(
+            store, symbol, date, existing[0], inputs, force=force, delete_raw=delete_raw
+        )
     if existing is not None and not force:
         manifest = existing[0]
         if manifest_inputs(manifest) == inputs and manifest.get("previous") == prev_ref:
@@ -280,15 +383,17 @@ async def merge_symbol(
         "audit_mismatched": gap_log.audit.mismatched,
         "corrupt": len(gap_log.corrupt),
     }
+    will_delete = delete_raw and gap_log.audit.mismatched == 0
     manifest_bytes = build_manifest(
         exchange=exchange, channel=CHANNEL, symbol=symbol, date=date_text, outputs=outputs,
         inputs=inputs, counts=counts, previous=prev_ref, version=__version__,
+        raw_deleted=will_delete,
     )  # fmt: skip
     await store.put(manifest_key, manifest_bytes)
     result = SymbolResult(
         symbol, "merged", written.events, len(gap_log.unrecoverable), gap_log.audit.mismatched
     )
-    if delete_raw and gap_log.audit.mismatched == 0:
+    if will_delete:
         for key, _ in inputs:
             await store.delete(key)
         result.raw_deleted = len(inputs)
@@ -316,7 +421,7 @@ async def merge_day(
     """Merge every selected symbol of one exchange/day; write the status summary."""
     market_of(exchange)
     started = time.monotonic()
-    result = DayResult(exchange, date)
+    result = DayResult(exchange, date, shard=shard)
     planned = await plan(store, exchange, date, symbols=symbols, shard=shard)
     context = {"exchange": exchange, "date": format_date(date)}
     log.info("merge planned", extra={**context, "symbols": len(planned)})
@@ -343,5 +448,5 @@ async def merge_day(
         )
     result.duration_s = time.monotonic() - started
     summary = orjson.dumps(result.summary(), option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
-    await store.put(status_key("merge", exchange, date), summary + b"\n")
+    await store.put(status_key("merge", exchange, date, shard), summary + b"\n")
     return result

@@ -1,53 +1,64 @@
-"""Load the raw chunks of one symbol-day into per-connection event streams and snapshots.
+"""Read the raw chunks of one symbol-day: depth events per connection, snapshots, statistics.
 
 Input: the raw object keys of one ``(exchange, channel=depth, symbol, date)``, every source
-(``region.collector``) mixed. Output: :class:`Loaded` -- each connection's depth events in
-receive order, every usable recorded REST snapshot, and the per-source statistics written
-into the :class:`~merger.model.GapLog`.
+(``region.collector``) mixed. :class:`ChunkReader` decodes ONE chunk at a time (so the
+merger can stream a day, :mod:`merger.feed`); :func:`load_symbol_day` reads them all into
+:class:`Loaded`, the in-memory form the tests and small tools use.
 
 Rules (DESIGN.md, issue 4):
 
-- the objects of one source are read one at a time, in key order (``store.get`` then
-  :func:`~booktape.codec.read_object`);
+- each source's objects are read in key order (receive time of their first record);
 - a CORRUPT object is reported in ``log.corrupt`` and skipped; a TRUNCATED one keeps its
   whole records and is reported too; a key off the layout is reported and skipped; neither
   ever aborts the day;
 - a chunk whose header disagrees with its key (exchange, channel, symbol, region,
   collector) is reported and skipped;
-- a duplicate chunk (identical bytes under two keys) is read once, and an event recorded
-  twice on the same connection (identical frame and ids) is kept once;
+- a duplicate chunk (identical bytes under two keys) is read once, and an event a
+  connection already gave (``u`` not above that connection's last ``u``: a chunk resealed
+  on re-upload) is kept once;
 - ``msg`` records that are not depth events of the symbol (replies, errors, other streams)
   and ``bad`` records are ignored for the book; ``snap`` records count only with HTTP
   status 200 (or no status) and a body that decodes as a depth snapshot; the request's
   ``limit=N`` becomes :attr:`SourceSnapshot.limit`.
 
-This version holds the whole symbol-day in memory (simple and correct). It is structured so
-that chunks are fetched and decoded one at a time; a streaming version (bounded by a few
-chunks per source, driven by the key order) can replace the final lists later without
-changing the per-chunk code.
+Per-source statistics (gaps.json ``sources``) are kept incrementally by
+:class:`SourceTracker`, in bounded memory: a source's own gap is a place where none of its
+connections continues its coverage within :data:`FILL_HORIZON_NS` of receive time (a
+rotation's overlapping connection fills its own holes well within that).
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
 from booktape.binance import Market, decode_snapshot, parse_depth_header
-from booktape.codec import Header, Msg, ReadResult, Snap, encode_record, read_object
+from booktape.codec import Header, Msg, Snap, encode_record, read_object
 from booktape.errors import CorruptObjectError, FrameError, KeyLayoutError
 from booktape.keys import RawKey, parse_raw_key
-from booktape.splice import Splicer
 from booktape.stores import Store
 from merger.model import GapLog, SourceSnapshot, SourceStats, StreamEvent
 
-__all__ = ["Loaded", "load_symbol_day", "source_gaps"]
+__all__ = [
+    "FILL_HORIZON_NS",
+    "ChunkContent",
+    "ChunkReader",
+    "Loaded",
+    "SourceTracker",
+    "load_symbol_day",
+    "plan_sources",
+]
+
+FILL_HORIZON_NS: Final = 60 * 10**9
 
 
 @dataclass(slots=True)
 class Loaded:
-    """What the stitcher needs of one symbol-day."""
+    """A whole symbol-day in memory (what the stitcher reads, all at once)."""
 
     streams: dict[str, list[StreamEvent]]  # "region.collector/conn" -> events, receive order
     snapshots: list[SourceSnapshot]  # status 200 only, sorted by (lastUpdateId, recv_ns)
@@ -55,9 +66,56 @@ class Loaded:
 
 
 @dataclass(slots=True)
-class _Stream:
+class ChunkContent:
+    """What one chunk adds: depth events (receive order) and usable snapshots."""
+
     events: list[StreamEvent] = field(default_factory=list)
-    seen: set[tuple[int, int, bytes]] = field(default_factory=set)  # (U, u, frame)
+    snapshots: list[SourceSnapshot] = field(default_factory=list)
+
+
+class SourceTracker:
+    """Events, first/last id and own gaps of one source, from its events in receive order."""
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.first_update_id: int | None = None
+        self.last_update_id: int | None = None
+        self.gaps = 0
+        self._cur = -1  # the source's coverage reaches this id (-1: nothing yet)
+        self._pending: list[tuple[int, int, int]] = []  # (prev, u, recv_ns), by prev
+
+    def add(self, prev: int, first: int, last: int, recv_ns: int) -> None:
+        self.events += 1
+        if self.first_update_id is None or first < self.first_update_id:
+            self.first_update_id = first
+        if self.last_update_id is None or last > self.last_update_id:
+            self.last_update_id = last
+        if self.events == 1:
+            self._cur = last
+            return
+        if last <= self._cur:
+            return
+        heapq.heappush(self._pending, (prev, last, recv_ns))
+        self._drain()
+        while self._pending and recv_ns - self._pending[0][2] > FILL_HORIZON_NS:
+            self._jump()
+
+    def _drain(self) -> None:
+        pending = self._pending
+        while pending and pending[0][0] <= self._cur:
+            _, last, _ = heapq.heappop(pending)
+            self._cur = max(self._cur, last)
+
+    def _jump(self) -> None:
+        """Nothing filled the hole in time: a gap; coverage resumes at the next event."""
+        self.gaps += 1
+        _, self._cur, _ = heapq.heappop(self._pending)
+        self._drain()
+
+    def stats(self) -> SourceStats:
+        while self._pending:
+            self._jump()
+        return SourceStats(self.events, self.first_update_id, self.last_update_id, self.gaps)
 
 
 def _header_mismatch(header: Header, key: RawKey) -> str | None:
@@ -82,146 +140,90 @@ def _snapshot_symbol_ok(request: str, symbol: str) -> bool:
     return not values or values[0].upper() == symbol
 
 
-class _DayLoader:
-    """Accumulates the chunks of one symbol-day, one chunk at a time."""
+class ChunkReader:
+    """Decodes the chunks of one symbol-day, one at a time; remembers only what dedupe needs."""
 
     def __init__(self, market: Market, log: GapLog) -> None:
         self.market = market
         self.log = log
-        self.streams: dict[str, _Stream] = {}
-        self.snapshots: list[SourceSnapshot] = []
-        self.sources: set[str] = set()
-        self._digests: dict[str, str] = {}  # sha256 of a chunk's bytes -> first key
+        self.sources: dict[str, SourceTracker] = {}
+        self._last_u: dict[str, int] = {}  # stream -> last u taken
+        self._digests: set[str] = set()  # sha256 of the chunks read
 
-    def read_chunk(self, key: str, raw_key: RawKey, data: bytes) -> None:
+    def read(self, key: str, raw_key: RawKey, data: bytes) -> ChunkContent:
+        """The events and snapshots of one chunk; bad input is reported, never raised."""
+        content = ChunkContent()
         digest = hashlib.sha256(data).hexdigest()
         if digest in self._digests:
-            return  # the same bytes under another key: read once
-        self._digests[digest] = key
+            return content  # the same bytes under another key: read once
+        self._digests.add(digest)
         try:
             result = read_object(data, key)
         except CorruptObjectError as exc:
             self.log.corrupt.append({"key": key, "error": exc.reason})
-            return
+            return content
         if (mismatch := _header_mismatch(result.header, raw_key)) is not None:
             self.log.corrupt.append({"key": key, "error": mismatch})
-            return
+            return content
         if result.truncated:
             self.log.corrupt.append({"key": key, "error": f"truncated: {result.error}"})
-        self.sources.add(raw_key.source)
-        self._take_records(key, raw_key, result)
-
-    def _take_records(self, key: str, raw_key: RawKey, result: ReadResult) -> None:
         source = raw_key.source
+        tracker = self.sources.setdefault(source, SourceTracker())
         for record in result.records:
             if isinstance(record, Msg):
-                self._take_msg(source, raw_key.symbol, record)
+                event = self._event(source, raw_key.symbol, record)
+                if event is not None:
+                    content.events.append(event)
+                    head = event.header
+                    tracker.add(head.prev_id, head.first_id, head.last_id, event.recv_ns)
             elif isinstance(record, Snap):
-                self._take_snap(source, key, raw_key.symbol, record)
+                snapshot = self._snapshot(source, key, raw_key.symbol, record)
+                if snapshot is not None:
+                    content.snapshots.append(snapshot)
+        return content
 
-    def _take_msg(self, source: str, symbol: str, record: Msg) -> None:
+    def _event(self, source: str, symbol: str, record: Msg) -> StreamEvent | None:
         try:
             header = parse_depth_header(record.raw, self.market)
         except FrameError:
-            return  # a reply, an error or another stream: not part of the book
+            return None  # a reply, an error or another stream: not part of the book
         if header.symbol != symbol:
-            return
+            return None
         name = f"{source}/{record.c}"
-        stream = self.streams.setdefault(name, _Stream())
-        identity = (header.first_id, header.last_id, record.raw)
-        if identity in stream.seen:
-            return  # recorded twice on the same connection
-        stream.seen.add(identity)
-        line = encode_record(record)
-        stream.events.append(StreamEvent(source, name, record.t, header, record.raw, line))
+        last = self._last_u.get(name)
+        if last is not None and header.last_id <= last:
+            return None  # this connection gave it already (a resealed chunk)
+        self._last_u[name] = header.last_id
+        return StreamEvent(source, name, record.t, header, record.raw, encode_record(record))
 
-    def _take_snap(self, source: str, key: str, symbol: str, record: Snap) -> None:
+    def _snapshot(self, source: str, key: str, symbol: str, record: Snap) -> SourceSnapshot | None:
         status = record.extra.get("status")
         if status is not None and status != 200:
-            return
+            return None
         if not _snapshot_symbol_ok(record.r, symbol):
-            return
+            return None
         try:
             snapshot = decode_snapshot(record.raw)
         except FrameError:
-            return  # an error body or an HTML page: not a snapshot, not corruption
-        self.snapshots.append(
-            SourceSnapshot(
-                source=source,
-                key=key,
-                recv_ns=record.t,
-                snapshot=snapshot,
-                line=encode_record(record),
-                limit=_snapshot_limit(record.r),
-            )
+            return None  # an error body or an HTML page: not a snapshot, not corruption
+        return SourceSnapshot(
+            source=source,
+            key=key,
+            recv_ns=record.t,
+            snapshot=snapshot,
+            line=encode_record(record),
+            limit=_snapshot_limit(record.r),
         )
 
-    def finish(self) -> Loaded:
-        streams: dict[str, list[StreamEvent]] = {}
-        for name in sorted(self.streams):
-            events = self.streams[name].events
-            events.sort(key=lambda event: event.recv_ns)  # stable: key order breaks ties
-            streams[name] = events
-        unique: dict[tuple[str, int, bytes], SourceSnapshot] = {}
-        for snap in self.snapshots:
-            unique.setdefault((snap.source, snap.recv_ns, snap.line), snap)
-        snapshots = sorted(
-            unique.values(), key=lambda s: (s.snapshot.last_update_id, s.recv_ns, s.key)
-        )
+    def finish(self) -> None:
+        """Write each source's statistics into the log."""
         for source in sorted(self.sources):
-            mine = [events for name, events in streams.items() if name.startswith(source + "/")]
-            self.log.sources[source] = source_stats(mine)
-        return Loaded(streams, snapshots, set(self.sources))
+            self.log.sources[source] = self.sources[source].stats()
 
 
-def source_gaps(streams: Sequence[Sequence[StreamEvent]]) -> int:
-    """How often one source's own recording cannot continue (splice rule over its streams).
-
-    Breaks within a connection that another connection of the same source covers (an
-    overlapping rotation) are not gaps of the source; a hole between consecutive
-    connections is.
-    """
-    ranges = [[(e.header.prev_id, e.header.last_id) for e in events] for events in streams]
-    firsts = [r[0][0] for r in ranges if r]
-    if not firsts:
-        return 0
-    splicer = Splicer(ranges)
-    cur, gaps = min(firsts), 0
-    while True:
-        pick = splicer.pick(cur)
-        if pick is None:
-            resume = splicer.resume_after(cur)
-            if resume is None:
-                return gaps
-            gaps += 1
-            cur = ranges[resume.source][resume.index][0]
-            continue
-        cur = splicer.take(pick)[1]
-
-
-def source_stats(streams: Sequence[Sequence[StreamEvent]]) -> SourceStats:
-    """Events, first and last update id, and own gaps of one source."""
-    events = [event for stream in streams for event in stream]
-    if not events:
-        return SourceStats()
-    return SourceStats(
-        events=len(events),
-        first_update_id=min(e.header.first_id for e in events),
-        last_update_id=max(e.header.last_id for e in events),
-        gaps=source_gaps(streams),
-    )
-
-
-async def load_symbol_day(
-    store: Store, keys: Sequence[str], *, market: Market, log: GapLog
-) -> Loaded:
-    """Read the chunks of one symbol-day (all sources) into streams and snapshots.
-
-    Objects are fetched one at a time, per source in key order. Bad input is reported in
-    ``log.corrupt`` and never aborts; ``log.sources`` gets each source's statistics.
-    """
+def plan_sources(keys: Sequence[str], log: GapLog) -> dict[str, list[tuple[str, RawKey]]]:
+    """source -> its (key, parsed key) in key order; keys off the layout are reported."""
     by_source: dict[str, list[tuple[str, RawKey]]] = {}
-    loader = _DayLoader(market, log)
     for key in dict.fromkeys(keys):  # a key listed twice is one object
         try:
             raw_key = parse_raw_key(key)
@@ -229,7 +231,29 @@ async def load_symbol_day(
             log.corrupt.append({"key": key, "error": str(exc)})
             continue
         by_source.setdefault(raw_key.source, []).append((key, raw_key))
-    for source in sorted(by_source):
-        for key, raw_key in sorted(by_source[source], key=lambda pair: pair[0]):
-            loader.read_chunk(key, raw_key, await store.get(key))
-    return loader.finish()
+    return {s: sorted(chunks, key=lambda pair: pair[0]) for s, chunks in sorted(by_source.items())}
+
+
+async def load_symbol_day(
+    store: Store, keys: Sequence[str], *, market: Market, log: GapLog
+) -> Loaded:
+    """Read every chunk of one symbol-day into memory (tests and small days).
+
+    The merger itself streams (:mod:`merger.feed`); both read chunks with the same
+    :class:`ChunkReader`.
+    """
+    reader = ChunkReader(market, log)
+    streams: dict[str, list[StreamEvent]] = {}
+    snapshots: list[SourceSnapshot] = []
+    for chunks in plan_sources(keys, log).values():
+        for key, raw_key in chunks:
+            content = reader.read(key, raw_key, await store.get(key))
+            for event in content.events:
+                streams.setdefault(event.stream, []).append(event)
+            snapshots.extend(content.snapshots)
+    reader.finish()
+    unique: dict[tuple[str, int, bytes], SourceSnapshot] = {}
+    for snap in snapshots:
+        unique.setdefault((snap.source, snap.recv_ns, snap.line), snap)
+    ordered = sorted(unique.values(), key=lambda s: (s.snapshot.last_update_id, s.recv_ns, s.key))
+    return Loaded({n: streams[n] for n in sorted(streams)}, ordered, set(reader.sources))

@@ -2,7 +2,7 @@
 
 Usage::
 
-    stitcher = stitch(loaded, market=market, log=log, primary="eu", start=yesterday_close)
+    stitcher = stitch(feed, market=market, log=log, primary="eu", start=yesterday_close)
     for item in stitcher:          # BookImage | StreamEvent, in canonical order
         writer.add(item)
     closing = stitcher.closing     # BookImage | None, set once the iteration is exhausted
@@ -37,13 +37,14 @@ What it does (DESIGN.md "Canonical output", issue 4):
 from __future__ import annotations
 
 import dataclasses
-from bisect import bisect_left, bisect_right
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from booktape.binance import DepthEvent, DepthSnapshot, Market, decode_depth, splices
-from booktape.book import Comparison, OrderBook, Side
+from booktape.book import Comparison, OrderBook, Side, Window
 from booktape.errors import FrameError
+from merger.feed import NEVER, Feed
 from merger.load import Loaded
 from merger.model import BookImage, CanonicalItem, Gap, GapLog, SourceSnapshot, StreamEvent
 
@@ -63,50 +64,81 @@ def stream_order(names: Sequence[str], primary: str | None) -> list[str]:
 
 
 class _Cursors:
-    """One read position per stream; picks the event that continues a book at ``cur``."""
+    """The head of every stream's queue; picks the event that continues a book at ``cur``."""
 
-    def __init__(self, streams: Sequence[Sequence[StreamEvent]]) -> None:
-        self._streams = streams
-        self._pos = [0] * len(streams)
-        self._last_ids = [[e.header.last_id for e in events] for events in streams]
+    def __init__(self, feed: Feed, primary: str | None) -> None:
+        self._feed = feed
+        self._primary = primary
+        self._version = -1
+        self._queues: list[deque[StreamEvent]] = []
 
-    def _skip_stale(self, index: int, cur: int) -> int:
-        events, pos = self._streams[index], self._pos[index]
-        while pos < len(events) and events[pos].header.last_id <= cur:
-            pos += 1
-        self._pos[index] = pos
-        return pos
+    def _ordered(self) -> list[deque[StreamEvent]]:
+        feed = self._feed
+        if feed.version != self._version:
+            self._version = feed.version
+            names = stream_order(list(feed.streams), self._primary)
+            self._queues = [feed.streams[name] for name in names]
+        return self._queues
+
+    def drop(self, upto: int, passed: set[tuple[int, int]] | None) -> None:
+        """Drop every queued event with ``u <= upto``, noting ``(prev, u)`` in ``passed``."""
+        for queue in self._ordered():
+            while queue and queue[0].header.last_id <= upto:
+                head = queue.popleft().header
+                if passed is not None:
+                    passed.add((head.prev_id, head.last_id))
 
     def pick(self, cur: int) -> StreamEvent | None:
         """Consume and return the first event (in preference order) that splices onto cur."""
-        for index, events in enumerate(self._streams):
-            pos = self._skip_stale(index, cur)
-            if pos < len(events) and events[pos].header.prev_id <= cur:
-                self._pos[index] = pos + 1
-                return events[pos]
-        return None
+        feed = self._feed
+        if feed.fill(cur):
+            self.drop(cur, None)  # stale events of streams pick does not visit
+        while True:
+            for queue in self._ordered():
+                while queue and queue[0].header.last_id <= cur:
+                    queue.popleft()
+                if queue and queue[0].header.prev_id <= cur:
+                    if feed.catch_up(queue[0].recv_ns):
+                        break  # a preferred stream may have it now: look again
+                    return queue.popleft()
+            else:
+                return None
 
     def continues(self, cur: int) -> bool:
         """Whether any stream has an event with ``prev <= cur < u`` not yet consumed."""
-        for index, (events, last_ids) in enumerate(zip(self._streams, self._last_ids, strict=True)):
-            at = bisect_right(last_ids, cur, lo=self._pos[index])
-            if at < len(events) and splices(cur, events[at].header.prev_id, last_ids[at]):
-                return True
+        self._feed.fill(cur)
+        for queue in self._ordered():
+            for event in queue:
+                if event.header.last_id > cur:
+                    if splices(cur, event.header.prev_id, event.header.last_id):
+                        return True
+                    break
         return False
 
-    def skip_to(self, upto: int | None) -> set[tuple[int, int]]:
-        """Move every stream past the events with ``u <= upto`` (all when None).
+    def advance(self, upto: int, passed: set[tuple[int, int]] | None) -> None:
+        """Read through ``upto`` chunk by chunk, dropping the events with ``u <= upto``.
 
-        Returns the ``(prev, u)`` of the events passed over (never applied).
+        Events at or below a snapshot met on the way are kept: it may be the anchor.
         """
-        passed: set[tuple[int, int]] = set()
-        for index, events in enumerate(self._streams):
-            pos = self._pos[index]
-            while pos < len(events) and (upto is None or events[pos].header.last_id <= upto):
-                passed.add((events[pos].header.prev_id, events[pos].header.last_id))
-                pos += 1
-            self._pos[index] = pos
-        return passed
+        feed = self._feed
+
+        def frontier() -> int:
+            snap = feed.next_snapshot()
+            return upto if snap is None else min(upto, snap.snapshot.last_update_id)
+
+        while True:
+            self.drop(frontier(), passed)
+            if feed.settled >= upto or not feed.more():
+                break
+        feed.fill(upto)
+        self.drop(frontier(), passed)
+
+    def drain(self, passed: set[tuple[int, int]]) -> None:
+        """Read and drop everything left."""
+        while True:
+            self.drop(NEVER, passed)
+            if not self._feed.more():
+                return
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,22 +180,19 @@ class Stitcher:
 
     def __init__(
         self,
-        loaded: Loaded,
+        feed: Feed | Loaded,
         *,
         market: Market,
         log: GapLog,
         primary: str | None = None,
         start: BookImage | None = None,
     ) -> None:
+        self._feed = feed if isinstance(feed, Feed) else Feed.from_loaded(feed)
         self._market = market
         self._log = log
         self._start = start
-        names = stream_order(list(loaded.streams), primary)
-        self._cursors = _Cursors([loaded.streams[name] for name in names])
-        self._snapshots = loaded.snapshots
-        self._snapshot_ids = [s.snapshot.last_update_id for s in loaded.snapshots]
+        self._cursors = _Cursors(self._feed, primary)
         self._book = OrderBook()
-        self._audit_at = 0  # index of the next snapshot to audit
         self._anchor_snapshot: SourceSnapshot | None = None
         self._last_ts = 0  # receive ns of the last applied event (or of the anchor)
         self._iterated = False
@@ -174,52 +203,92 @@ class Stitcher:
 
     # --- anchors -------------------------------------------------------------------
 
-    def _first_snapshot_from(self, cur: int) -> SourceSnapshot | None:
-        """The first recorded snapshot with ``lastUpdateId >= cur`` that events continue."""
-        for at in range(bisect_left(self._snapshot_ids, cur), len(self._snapshots)):
-            if self._cursors.continues(self._snapshot_ids[at]):
-                return self._snapshots[at]
-        return None
+    def _first_snapshot_from(self, cur: int, passed: set[tuple[int, int]]) -> SourceSnapshot | None:
+        """The first recorded snapshot with ``lastUpdateId >= cur`` that events continue.
 
-    def _first_anchor(self) -> _Anchor | None:
+        Events passed over on the way (``u`` up to the snapshot's id) are noted in
+        ``passed``: whatever snapshot is found, they can no longer be applied.
+        """
+        feed, cursors = self._feed, self._cursors
+        while True:
+            snap = feed.next_snapshot()
+            if snap is None:
+                if not feed.more():
+                    return None
+                if feed.next_snapshot() is None:  # later snapshots lie past what is settled
+                    cursors.drop(max(cur, feed.settled), passed)
+                continue
+            last_id = snap.snapshot.last_update_id
+            if last_id < cur:
+                feed.take_snapshot()
+                continue
+            if feed.catch_up(snap.recv_ns):
+                continue  # what was recorded by then may hold a lower snapshot: look again
+            cursors.advance(last_id, passed)
+            if feed.next_snapshot() is not snap:
+                continue  # reading on found one with a lower id: try that first
+            if cursors.continues(last_id):
+                return snap
+            feed.take_snapshot()
+
+    def _first_anchor(self, passed: set[tuple[int, int]]) -> _Anchor | None:
         start = self._start
         if start is not None and self._cursors.continues(start.last_update_id):
             image = dataclasses.replace(start, reason="previous_day")
             body = DepthSnapshot(start.last_update_id, start.bids, start.asks)
+            self._cursors.advance(start.last_update_id, None)  # yesterday's, not unusable
             return _Anchor(image, body, None, None)
-        first = self._first_snapshot_from(0)
+        first = self._first_snapshot_from(0, passed)
         return _image_of(first, "start") if first is not None else None
 
     def _load(self, anchor: _Anchor) -> None:
         self._book.load_snapshot(anchor.snapshot, limit=anchor.limit)
         self._anchor_snapshot = anchor.recorded
-        self._audit_at = bisect_left(self._snapshot_ids, anchor.image.last_update_id)
         self._last_ts = anchor.image.local_ts
+        feed = self._feed
+        while (snap := feed.next_snapshot()) is not None and (
+            snap.snapshot.last_update_id < anchor.image.last_update_id
+        ):
+            feed.take_snapshot()
 
     # --- audit ---------------------------------------------------------------------
 
+    def _audit(self, snap: SourceSnapshot, straddling: DepthEvent | None) -> None:
+        """Compare the book with a snapshot within its window; then heal and prune."""
+        book, audit = self._book, self._log.audit
+        comparison = book.compare(snap.snapshot, straddling, limit=snap.limit)
+        audit.checked += 1
+        if comparison.matched:
+            audit.matched += 1
+        else:
+            audit.mismatched += 1
+            if audit.first_mismatch is None:
+                audit.first_mismatch = _mismatch_record(snap, comparison)
+        book.heal(snap.snapshot, straddling, limit=snap.limit)
+        book.prune_outside(Window.of(snap.snapshot, snap.limit))
+
     def _audit_before(self, event: DepthEvent) -> None:
         """Audit every snapshot with ``book.update_id <= L < u`` of the event to apply."""
-        book, audit = self._book, self._log.audit
+        book, feed = self._book, self._feed
         assert book.update_id is not None
-        while self._audit_at < len(self._snapshots):
-            snap = self._snapshots[self._audit_at]
+        while (snap := feed.next_snapshot()) is not None:
             last_id = snap.snapshot.last_update_id
             if last_id >= event.header.last_id:
                 return
-            self._audit_at += 1
+            feed.take_snapshot()
             if last_id < book.update_id or snap is self._anchor_snapshot:
                 continue
-            straddling = event if last_id > book.update_id else None
-            comparison = book.compare(snap.snapshot, straddling, limit=snap.limit)
-            audit.checked += 1
-            if comparison.matched:
-                audit.matched += 1
-            else:
-                audit.mismatched += 1
-                if audit.first_mismatch is None:
-                    audit.first_mismatch = _mismatch_record(snap, comparison)
-            book.heal(snap.snapshot, straddling, limit=snap.limit)
+            self._audit(snap, event if last_id > book.update_id else None)
+
+    def _audit_at_rest(self) -> None:
+        """Audit the snapshots taken exactly at the book's id when no event follows it."""
+        book, feed = self._book, self._feed
+        while (snap := feed.next_snapshot()) is not None and (
+            snap.snapshot.last_update_id <= (book.update_id or 0)
+        ):
+            feed.take_snapshot()
+            if snap.snapshot.last_update_id == book.update_id and snap is not self._anchor_snapshot:
+                self._audit(snap, None)
 
     # --- the walk ------------------------------------------------------------------
 
@@ -229,13 +298,14 @@ class Stitcher:
             raise RuntimeError("a Stitcher can be iterated only once")
         self._iterated = True
         log = self._log
-        anchor = self._first_anchor()
+        passed: set[tuple[int, int]] = set()
+        anchor = self._first_anchor(passed)
         if anchor is None:
-            log.unusable_before_anchor += len(self._cursors.skip_to(None))
+            self._cursors.drain(passed)
+            log.unusable_before_anchor += len(passed)
+            self._feed.finish()
             return
-        skipped = self._cursors.skip_to(anchor.image.last_update_id)
-        if anchor.recorded is not None:
-            log.unusable_before_anchor += len(skipped)
+        log.unusable_before_anchor += len(passed)
         self._load(anchor)
         pending: BookImage | None = anchor.image
         while True:
@@ -243,6 +313,7 @@ class Stitcher:
             assert cur is not None
             picked = self._cursors.pick(cur)
             if picked is None:
+                self._audit_at_rest()
                 reanchor = self._reanchor(cur)
                 if reanchor is None:
                     break
@@ -263,14 +334,19 @@ class Stitcher:
                 yield pending
                 pending = None
             yield picked
-        log.unusable_before_anchor += len(self._cursors.skip_to(None))
+        left: set[tuple[int, int]] = set()
+        self._cursors.drain(left)
+        log.unusable_before_anchor += len(left)
+        self._feed.finish()
         if pending is not None:
             yield pending
         self.closing = self._closing()
 
     def _reanchor(self, cur: int) -> _Anchor | None:
         """At an unrecoverable gap after ``cur``: load the next usable snapshot, log the gap."""
-        snap = self._first_snapshot_from(cur)
+        passed: set[tuple[int, int]] = set()
+        snap = self._first_snapshot_from(cur, passed)
+        self._log.unusable_before_anchor += len(passed)
         if snap is None:
             return None
         anchor = _image_of(snap, "reanchor")
@@ -284,7 +360,6 @@ class Stitcher:
                 reanchored_on={"key": snap.key, "lastUpdateId": last_id},
             )
         )
-        self._log.unusable_before_anchor += len(self._cursors.skip_to(last_id))
         self._load(anchor)
         return anchor
 
@@ -303,7 +378,7 @@ class Stitcher:
 
 
 def stitch(
-    loaded: Loaded,
+    loaded: Feed | Loaded,
     *,
     market: Market,
     log: GapLog,

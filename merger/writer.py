@@ -315,11 +315,14 @@ def build_manifest(
     counts: dict[str, int],
     previous: dict[str, str] | None,
     version: str,
+    raw_deleted: bool = False,
 ) -> bytes:
     """_MANIFEST.json bytes: outputs (size, sha256), inputs (key, ETag), counts, version.
 
     ``previous`` is ``{"key", "sha256"}`` of the previous day's manifest the day started
     from, or None. Nothing time-dependent goes in, so a rebuild gives the same bytes.
+    ``raw_deleted`` marks a day whose raw objects are deleted once this manifest is
+    committed (``--delete-raw``): it can never be rebuilt, and late objects are not merged.
     """
     doc = {
         "version": MANIFEST_VERSION,
@@ -335,6 +338,8 @@ def build_manifest(
         "counts": dict(sorted(counts.items())),
         "previous": previous,
     }
+    if raw_deleted:
+        doc["raw_deleted"] = True
     return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2) + b"\n"
 
 

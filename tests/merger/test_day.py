@@ -330,3 +330,54 @@ def test_metrics_keep_the_last_success_time_after_a_failed_run(tmp_path: Path) -
     assert stamp[0] in path.read_text()
     assert 'booktape_merge_events{exchange="binance",symbol="X",date="2024-05-01"} 5' in first
     assert not list(tmp_path.glob(".*tmp"))
+
+
+async def test_a_late_object_after_delete_raw_is_kept_and_the_day_left_alone() -> None:
+    store, market = MemoryStore(), make_market()
+    keys = await record(store, market, "eu", snaps=(2, 100))
+    merged = await merge_day(store, "binance", DATE, delete_raw=True)
+    assert merged.symbols["BTCUSDT"].raw_deleted == len(keys)
+    before = await outputs(store)
+    late = await record(store, market, "us", snaps=(), chunk=200)  # a region's spool, late
+
+    again = await merge_day(store, "binance", DATE, delete_raw=True)
+    forced = await merge_day(store, "binance", DATE, force=True)
+
+    assert again.symbols["BTCUSDT"].state == "late"
+    assert await outputs(store) == before  # not rebuilt from the late object alone
+    assert await canonical_book(store) == market.books[-1]
+    assert [await store.head(k) is not None for k in late] == [True] * len(late)
+    assert forced.symbols["BTCUSDT"].state == "failed"
+    assert "deleted" in (forced.symbols["BTCUSDT"].error or "")
+    status = orjson.loads(await store.get(status_key("merge", "binance", DATE)))
+    assert status["failed"] == ["BTCUSDT"]
+
+
+async def test_each_shard_writes_its_own_status_summary() -> None:
+    store = MemoryStore()
+    symbols = [f"S{i}USDT" for i in range(6)]
+    for symbol in symbols:
+        await record(store, make_market(symbol, n=10), "eu")
+
+    for index in range(2):
+        await merge_day(store, "binance", DATE, shard=(index, 2))
+
+    merged: list[str] = []
+    for index in range(2):
+        status = orjson.loads(await store.get(status_key("merge", "binance", DATE, (index, 2))))
+        assert status["shard"] == f"{index}/2"
+        merged += status["merged"]
+    assert sorted(merged) == sorted(symbols)
+    assert await store.head(status_key("merge", "binance", DATE)) is None
+
+
+async def test_a_snapshot_at_the_final_update_id_is_audited() -> None:
+    store, market = MemoryStore(), make_market(n=60)
+    await record(store, market, "eu", snaps=(2, 59))  # the last one at the day's last id
+
+    await merge_day(store, "binance", DATE)
+
+    gaps = orjson.loads(await store.get(canonical_key("binance", "depth", "BTCUSDT", DATE,
+                                                      "gaps.json")))  # fmt: skip
+    assert gaps["audit"]["checked"] == 1
+    assert gaps["audit"]["matched"] == 1

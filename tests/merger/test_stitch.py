@@ -169,3 +169,22 @@ def test_crossed_books_are_counted_not_fixed() -> None:
 
     assert log.crossed_books == 1
     assert len(items) == 3
+
+
+def test_audit_prunes_orphan_levels_outside_the_snapshot_window() -> None:
+    # The anchor knows a far bid at 50 that the exchange later dropped without telling us
+    # (it left the window the exchange keeps); the next snapshot's window ends above it.
+    anchor = SourceSnapshot("eu.c1", "k-anchor", 1, DepthSnapshot(
+        100, (("99", "1"), ("98", "1"), ("50", "7")), (("101", "1"),)), b"", None)  # fmt: skip
+    audit = SourceSnapshot("eu.c1", "k-audit", 3, DepthSnapshot(
+        101, (("99", "2"), ("98", "1")), (("101", "1"),)), b"", None)  # fmt: skip
+    eu = [ev("eu.c1", 101, 101, bids=[["99", "2"]], asks=[["101", "1"]]),
+          ev("eu.c1", 102, 102, bids=[["97", "1"]], asks=[["101", "1"]])]  # fmt: skip
+    log = GapLog()
+
+    stitcher = stitch(loaded(eu, snapshots=[anchor, audit]), market=Market.SPOT, log=log)
+    list(stitcher)
+
+    assert (log.audit.checked, log.audit.matched) == (1, 1)
+    assert stitcher.closing is not None
+    assert [p for p, _ in stitcher.closing.bids] == ["99", "98", "97"]  # 50 pruned
