@@ -28,26 +28,32 @@ from booktape.keys import (
 EXIT_GAPS = 3
 
 
+#: the canonical channels whose days have gap reports, per exchange (Binance: depth)
+CHANNELS = {"coinbase": ("book", "prices")}
+
+
 async def load_reports(
     store_url: str, exchange: str, date: str, symbols: set[str] | None, endpoint: str | None
 ) -> list[dict[str, Any]]:
-    """The gaps.json of every merged symbol-day of ``date`` (sorted by symbol)."""
+    """The gaps.json of every merged symbol-day of ``date`` (by channel, then symbol)."""
     from booktape.stores import open_store  # noqa: PLC0415 - only when run
 
     reports: list[dict[str, Any]] = []
     async with open_store(store_url, s3_endpoint_url=endpoint) as store:
-        done: set[str] = set()
-        async for info in store.list(f"canonical/{exchange}/depth/"):
-            try:
-                key = parse_canonical_key(info.key)
-            except KeyLayoutError:
-                continue
-            if key.date.isoformat() == date and key.filename == "_MANIFEST.json":
-                done.add(key.symbol)
-        for symbol in sorted(done):
-            if symbols is None or symbol in symbols:
-                gaps_key = canonical_key(exchange, "depth", symbol, parse_date(date), "gaps.json")
-                reports.append(orjson.loads(await store.get(gaps_key)))
+        for channel in CHANNELS.get(exchange, ("depth",)):
+            done: set[str] = set()
+            async for info in store.list(f"canonical/{exchange}/{channel}/"):
+                try:
+                    key = parse_canonical_key(info.key)
+                except KeyLayoutError:
+                    continue
+                if key.date.isoformat() == date and key.filename == "_MANIFEST.json":
+                    done.add(key.symbol)
+            for symbol in sorted(done):
+                if symbols is None or symbol in symbols:
+                    day = parse_date(date)
+                    gaps_key = canonical_key(exchange, channel, symbol, day, "gaps.json")
+                    reports.append(orjson.loads(await store.get(gaps_key)))
     return reports
 
 
@@ -80,6 +86,14 @@ def render(reports: list[dict[str, Any]]) -> str:
                 f"  {source:<20}{recorded:>10} events   recorded {share:5.1f}%"
                 f"   taken {filled.get(source, 0):>10}   own gaps {stats.get('gaps', 0)}"
             )
+        slots = rep.get("slots")
+        if slots:
+            lines.append(
+                f"  slots       {slots.get('present', 0)}/{slots.get('expected', 0)} present"
+                f"   missing {slots.get('missing', 0)}"
+            )
+        for run in rep.get("missing_slots") or []:
+            lines.append(f"  missing slots {run['from_time']}..{run['to_time']} ({run['slots']})")
         if rep.get("unusable_before_anchor"):
             lines.append(f"  unusable before the first anchor: {rep['unusable_before_anchor']}")
         for bad in rep.get("corrupt", []):
@@ -118,5 +132,7 @@ def run(argv: list[str]) -> int:
         sys.stdout.write(orjson.dumps(reports, option=orjson.OPT_SORT_KEYS).decode() + "\n")
     else:
         sys.stdout.write(render(reports))
-    gaps = sum(len(rep.get("unrecoverable", [])) for rep in reports)
+    gaps = sum(
+        len(rep.get("unrecoverable", [])) + len(rep.get("missing_slots") or []) for rep in reports
+    )
     return EXIT_GAPS if args.fail_on_gap and gaps else 0

@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 FILL_HORIZON_NS: Final = 60 * 10**9
+MAX_SEGMENTS: Final = 5_000  # continuous stretches kept per source for the report
 
 
 @dataclass(slots=True)
@@ -83,6 +84,9 @@ class SourceTracker:
         self.gaps = 0
         self._cur = -1  # the source's coverage reaches this id (-1: nothing yet)
         self._pending: list[tuple[int, int, int]] = []  # (prev, u, recv_ns), by prev
+        self.segments: list[tuple[int, int]] = []  # closed continuous stretches, ns
+        self._seg_from = 0  # receive ns where the open stretch began
+        self._seg_to = 0  # receive ns of the last event that extended it
 
     def add(self, prev: int, first: int, last: int, recv_ns: int) -> None:
         self.events += 1
@@ -92,6 +96,7 @@ class SourceTracker:
             self.last_update_id = last
         if self.events == 1:
             self._cur = last
+            self._seg_from = self._seg_to = recv_ns
             return
         if last <= self._cur:
             return
@@ -103,19 +108,28 @@ class SourceTracker:
     def _drain(self) -> None:
         pending = self._pending
         while pending and pending[0][0] <= self._cur:
-            _, last, _ = heapq.heappop(pending)
+            _, last, recv_ns = heapq.heappop(pending)
             self._cur = max(self._cur, last)
+            self._seg_to = max(self._seg_to, recv_ns)
 
     def _jump(self) -> None:
         """Nothing filled the hole in time: a gap; coverage resumes at the next event."""
         self.gaps += 1
-        _, self._cur, _ = heapq.heappop(self._pending)
+        if len(self.segments) < MAX_SEGMENTS:
+            self.segments.append((self._seg_from, self._seg_to))
+        _, self._cur, resumed = heapq.heappop(self._pending)
+        self._seg_from = self._seg_to = resumed
         self._drain()
 
     def stats(self) -> SourceStats:
         while self._pending:
             self._jump()
-        return SourceStats(self.events, self.first_update_id, self.last_update_id, self.gaps)
+        segments = list(self.segments)
+        if self.events:
+            segments.append((self._seg_from, self._seg_to))
+        return SourceStats(
+            self.events, self.first_update_id, self.last_update_id, self.gaps, segments
+        )
 
 
 def _header_mismatch(header: Header, key: RawKey) -> str | None:

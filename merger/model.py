@@ -81,6 +81,7 @@ class SourceStats:
     first_update_id: int | None = None
     last_update_id: int | None = None
     gaps: int = 0  # breaks within its own connections plus holes between them
+    segments: list[tuple[int, int]] = field(default_factory=list)  # continuous (from, to) ns
 
 
 @dataclass(slots=True)
@@ -89,6 +90,7 @@ class Audit:
     matched: int = 0
     mismatched: int = 0
     first_mismatch: dict[str, object] | None = None
+    points: list[tuple[int, int, bool]] = field(default_factory=list)  # (ns, id, matched)
 
     @property
     def match_pct(self) -> float:
@@ -107,3 +109,5 @@ class GapLog:
     corrupt: list[dict[str, str]] = field(default_factory=list)  # {"key", "error"}
     audit: Audit = field(default_factory=Audit)
     crossed_books: int = 0
+    first_ts: int | None = None  # receive ns of the first canonical item (a book image)
+    last_ts: int | None = None  # receive ns of the last canonical event

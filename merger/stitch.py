@@ -51,6 +51,7 @@ from merger.model import BookImage, CanonicalItem, Gap, GapLog, SourceSnapshot, 
 __all__ = ["Stitcher", "stitch", "stream_order"]
 
 MISMATCH_LEVELS = 5  # levels shown in the first audit mismatch
+MAX_AUDIT_POINTS = 10_000  # audit points kept for the report
 
 
 def stream_order(names: Sequence[str], primary: str | None) -> list[str]:
@@ -258,6 +259,8 @@ class Stitcher:
         book, audit = self._book, self._log.audit
         comparison = book.compare(snap.snapshot, straddling, limit=snap.limit)
         audit.checked += 1
+        if len(audit.points) < MAX_AUDIT_POINTS:
+            audit.points.append((snap.recv_ns, snap.snapshot.last_update_id, comparison.matched))
         if comparison.matched:
             audit.matched += 1
         else:
@@ -330,6 +333,9 @@ class Stitcher:
             log.events += 1
             log.filled[picked.source] = log.filled.get(picked.source, 0) + 1
             log.crossed_books += self._book.is_crossed()
+            if log.first_ts is None:
+                log.first_ts = pending.local_ts if pending is not None else picked.recv_ns
+            log.last_ts = picked.recv_ns
             if pending is not None:
                 yield pending
                 pending = None

@@ -50,10 +50,11 @@ def test_report_has_every_design_field_with_derived_figures() -> None:
     assert doc["longest_gap_s"] == 10.0
     assert doc["audit"] == {
         "checked": 4, "matched": 3, "mismatched": 1, "match_pct": 75.0,
-        "first_mismatch": {"lastUpdateId": 5},
+        "first_mismatch": {"lastUpdateId": 5}, "points": [],
     }  # fmt: skip
     assert doc["sources"]["eu.c1"] == {
-        "events": 1_800_000, "first_update_id": 1, "last_update_id": 9, "gaps": 3
+        "events": 1_800_000, "first_update_id": 1, "last_update_id": 9, "gaps": 3,
+        "segments": [],
     }  # fmt: skip
     assert doc["corrupt"] == [{"key": "raw/bad", "error": "damaged zstd data"}]
 
