@@ -53,7 +53,20 @@ types: $(STAMP)
 unit: $(STAMP) browser
 	BOOKTAPE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest tests
 
-test: lint types unit
+# Kubernetes: render every overlay (and base) with deploy/k8s/render.py into build/k8s/
+# (`kubectl kustomize deploy/k8s/overlays/eu` gives the same), then validate each document
+# offline against the bundled schemas of the oldest and newest Kubernetes we support.
+K8S_VERSIONS ?= 1.28.0 1.37.0
+k8s: $(STAMP)
+	rm -rf build/k8s
+	$(BIN)/python deploy/k8s/render.py --out build/k8s
+	@for v in $(K8S_VERSIONS); do \
+	  $(BIN)/kubernetes-validate --strict --quiet -k $$v build/k8s/*.yaml build/k8s/bases/*.yaml \
+	    deploy/k8s/examples/*.yaml || exit 1; \
+	done
+	@echo "k8s: every document valid for Kubernetes $(K8S_VERSIONS)"
+
+test: lint types k8s unit
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -26,7 +26,8 @@ def pixels(data: bytes) -> tuple[int, int, list[tuple[int, int, int]]]:
         pos += 12 + length
         if kind == b"IHDR":
             width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body)
-            assert depth == 8 and interlace == 0 and colour in (2, 6), "unsupported PNG"
+            assert (depth, interlace) == (8, 0), "unsupported PNG"
+            assert colour in (2, 6), "unsupported PNG colour type"
             channels = 3 if colour == 2 else 4
         elif kind == b"IDAT":
             idat += body
