@@ -10,7 +10,8 @@ Every line is a JSON object whose first key ``"k"`` says its kind::
     {"k":"msg","t":RECV_NS,"c":CONN,"b64":"..."}                   idem, frame holds \\n or \\r
     {"k":"snap","t":RESP_NS,"q":REQ_NS,"c":CONN,"r":PATH_QUERY, ...extra, "m":BODY}
     {"k":"snap",...,"b64":"..."}                                    body not spliceable
-    {"k":"conn","t":NS,"c":CONN,"ev":"open|subscribe|close|rotate|break","info":{...}}
+    {"k":"conn","t":NS,"c":CONN,"ev":"open|subscribe|close|rotate|break|miss","info":{...}}
+                                       (miss: a Coinbase grid slot not taken, info slot+reason)
     {"k":"bad","t":RECV_NS,"c":CONN,"b64":"..."[,"bin":true]}      frame that is not JSON
 
 - ``t``/``q`` are integer nanoseconds since the epoch (local clock), ``0 <= t < 2**63``.
@@ -57,7 +58,7 @@ from booktape.errors import BooktapeError, CodecError, CorruptObjectError
 from booktape.keys import validate_channel, validate_name
 
 FORMAT_VERSION: Final = 1
-CONN_EVENTS: Final = frozenset({"open", "subscribe", "close", "rotate", "break"})
+CONN_EVENTS: Final = frozenset({"open", "subscribe", "close", "rotate", "break", "miss"})
 MAX_NS: Final = 2**63 - 1
 READ_CHUNK: Final = 1 << 16
 

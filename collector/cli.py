@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--collector", help="collector id, unique within its region")
     add("--store", help="store URL: a path, file:///path or s3://bucket/prefix")
     add("--ws-url", help="websocket base URL (scheme, host, port)")
-    add("--rest-url", help="REST base URL (scheme, host, port)")
+    add("--rest-url", help="REST base URL (scheme, host, port); Coinbase: the Exchange API")
     add("--s3-endpoint-url", help="S3 endpoint (else AWS_ENDPOINT_URL)")
     add("--http-port", type=int, help="port for /healthz, /readyz, /metrics")
     add("--http-host", help="address for the health server (default 127.0.0.1)")
@@ -70,8 +70,6 @@ def run(argv: list[str]) -> int:
     args = vars(_parser().parse_args(argv))
     config_file = args.pop("config")
     settings = load_settings(args, config_file)
-    if settings.exchange == "coinbase":
-        raise ConfigError("coinbase collection is not available in this version yet")
     booktape_log.configure(settings.log_level)
     from collector.service import run_collector  # noqa: PLC0415 - after config is valid
 

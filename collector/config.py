@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from booktape.binance import SPECS, Market
+from booktape.coinbase import DAY_NS, PRICES_BASE, REST_BASE
 from booktape.errors import ConfigError, InvalidNameError
 from booktape.keys import validate_name
 
@@ -93,8 +94,8 @@ class CollectorSettings(BaseSettings):
     products: Annotated[tuple[str, ...], NoDecode] = ()
     level: Literal[1, 2, 3] = 2
     prices: Annotated[tuple[str, ...], NoDecode] = ()
-    interval_s: float = Field(default=60.0, gt=0)
-    prices_url: str | None = None
+    interval_s: float = Field(default=60.0, gt=0)  # the grid; must divide a day
+    prices_url: str | None = None  # v2 prices API base; default https://api.coinbase.com
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -144,6 +145,10 @@ class CollectorSettings(BaseSettings):
             raise ValueError("binance needs --symbols (a list, or ALL)")
         if self.exchange == "coinbase" and not self.products:
             raise ValueError("coinbase needs --products")
+        if self.exchange == "coinbase":
+            interval_ns = round(self.interval_s * 1e9)
+            if interval_ns <= 0 or DAY_NS % interval_ns:
+                raise ValueError(f"interval of {self.interval_s} s must divide a day (e.g. 60s)")
         if self.lifetime_min_s > self.lifetime_max_s:
             raise ValueError("lifetime_min_s must not exceed lifetime_max_s")
         if self.market is Market.SPOT and self.depth_speed_ms not in (100, 1000):
@@ -168,6 +173,15 @@ class CollectorSettings(BaseSettings):
     @property
     def rest_base(self) -> str:
         return self.rest_url or SPECS[self.market].rest_base
+
+    @property
+    def coinbase_rest_base(self) -> str:
+        """The Coinbase Exchange API base (``--rest-url`` for ``--exchange coinbase``)."""
+        return self.rest_url or REST_BASE
+
+    @property
+    def prices_base(self) -> str:
+        return self.prices_url or PRICES_BASE
 
     @property
     def source(self) -> str:

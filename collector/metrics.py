@@ -23,7 +23,11 @@ Names and meanings (the README lists them too, and the alert rules use them):
 - ``booktape_spool_full``: 1 while the spool is over its bound.
 - ``booktape_uploads_total`` / ``booktape_upload_failures_total``: upload attempts' outcomes.
 - ``booktape_upload_seconds``: upload latency histogram.
-- ``booktape_slot_jitter_seconds`` / ``booktape_missed_slots_total``: Coinbase grid slots.
+- ``booktape_slot_jitter_seconds``: Coinbase grid, request start minus slot time.
+- ``booktape_missed_slots_total{symbol}``: Coinbase slots recorded as missed (product or
+  price currency).
+- Coinbase books also count in ``booktape_snapshots_total{symbol,outcome}``,
+  ``booktape_rest_responses_total{status}`` and ``booktape_last_frame_timestamp_seconds``.
 """
 
 from __future__ import annotations
@@ -88,10 +92,12 @@ class Metrics:
         self.slot_jitter = Histogram(
             "booktape_slot_jitter_seconds",
             "Delay of a grid slot's start",
-            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0),
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
             registry=r,
         )
-        self.missed_slots = Counter("booktape_missed_slots", "Grid slots missed", registry=r)
+        self.missed_slots = Counter(
+            "booktape_missed_slots", "Grid slots missed", ["symbol"], registry=r
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -1,7 +1,9 @@
 """The collector service: wire the feed, the durability pipeline and the health server.
 
 Start: open the store, recover what a crash left in the spool (seal and queue it for
-upload), then run the feed (exchange side) and the pipeline (spool, chunks, uploads)
+upload), then run the feed (exchange side: :mod:`collector.binance_feed`, or
+:mod:`collector.coinbase_feed` for ``--exchange coinbase``, whose readiness allows two
+grid intervals between books) and the pipeline (spool, chunks, uploads)
 side by side, with ``/healthz``, ``/readyz`` and ``/metrics`` on ``--http-port``.
 
 Stop (SIGTERM, SIGINT, or ``stop`` set): stop the feed first, so nothing new arrives, then
@@ -54,6 +56,7 @@ async def run_collector(
 ) -> int:
     """Run until ``stop`` is set (or SIGTERM/SIGINT with ``handle_signals``); return exit code."""
     from collector.binance_feed import BinanceFeed  # noqa: PLC0415 - heavy, only when run
+    from collector.coinbase_feed import CoinbaseFeed, declare_headers  # noqa: PLC0415
     from collector.pipeline import Pipeline  # noqa: PLC0415
 
     stop = stop or asyncio.Event()
@@ -68,7 +71,14 @@ async def run_collector(
         pipeline = Pipeline(settings, store, metrics)
         recovered = await pipeline.recover()
         log.info("collector starting", extra={**context, "recovered_chunks": recovered})
-        feed = BinanceFeed(settings, pipeline, metrics, session=session)
+        feed: BinanceFeed | CoinbaseFeed
+        stale_after_s = settings.stale_after_s
+        if settings.exchange == "coinbase":
+            declare_headers(pipeline, settings)
+            feed = CoinbaseFeed(settings, pipeline, metrics, session=session)
+            stale_after_s = max(stale_after_s, 2 * settings.interval_s + 10)  # one book a slot
+        else:
+            feed = BinanceFeed(settings, pipeline, metrics, session=session)
 
         def reasons() -> list[str]:
             fh, ph = feed.health(), pipeline.health()
@@ -77,7 +87,7 @@ async def run_collector(
                 fh.last_frame_ns,
                 ph.reason,
                 now_ns=time.time_ns(),
-                stale_after_s=settings.stale_after_s,
+                stale_after_s=stale_after_s,
             )
 
         health = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import replace
 from types import TracebackType
@@ -30,6 +31,9 @@ from typing import TypedDict
 from aiohttp import WSCloseCode, web
 
 from booktape.binance import Market
+from booktape.coinbase import L3Book
+from simulator.coinbase import CoinbaseBackend
+from simulator.coinbase_book import CoinbaseBookModel
 from simulator.config import SimConfig
 from simulator.connection import Connection, LoggedFrame, wall_ms
 from simulator.control import build_control_app
@@ -82,6 +86,10 @@ class Simulator:
         self._control: web.AppRunner | None = None
         self._paused = False
         self.control_port: int | None = None
+        self._started_ns = time.time_ns()
+        self.coinbase = CoinbaseBackend(
+            self._coinbase_model, self.config.products, lambda: self._paused
+        )
 
     async def __aenter__(self) -> Simulator:
         await self.start()
@@ -97,8 +105,20 @@ class Simulator:
 
     # --- lifecycle ---------------------------------------------------------------------
 
+    def _coinbase_model(self, product: str) -> CoinbaseBookModel:
+        cfg = self.config
+        return CoinbaseBookModel(
+            product,
+            seed=cfg.seed,
+            start_ns=self._started_ns,
+            orders_per_side=cfg.coinbase_orders_per_side,
+            activity=cfg.coinbase_activity,
+            history=cfg.coinbase_history,
+        )
+
     async def start(self) -> None:
         cfg = self.config
+        self._started_ns = time.time_ns()
         if cfg.replay:
             recording = load_recording(list(cfg.replay))
             self.replay = ReplayFeed(recording, cfg.speed, self._deliver)
@@ -137,6 +157,7 @@ class Simulator:
             extra={
                 "regions": list(cfg.regions),
                 "symbols": sorted(self._specs),
+                "products": list(cfg.products),
                 "market": str(self.market),
                 "replay": [str(p) for p in cfg.replay],
                 "control_port": self.control_port,
@@ -297,6 +318,19 @@ class Simulator:
             "bids": fmt.levels_list(model.levels(BID)),
             "asks": fmt.levels_list(model.levels(1 - BID)),
         }
+
+    def coinbase_truth(self, product: str, sequence: int | None = None) -> L3Book:
+        """The true Coinbase level-3 book now, or the one served at ``sequence`` (kept for
+        the last ``coinbase_history`` books served); KeyError if unknown or forgotten."""
+        model = self.coinbase.model(product.upper(), advance=sequence is None)
+        if model is None:
+            raise KeyError(product)
+        if sequence is None:
+            return model.snapshot()
+        book = model.book_at(sequence)
+        if book is None:
+            raise KeyError(f"{product} book at sequence {sequence} not served or forgotten")
+        return book
 
     # --- faults ------------------------------------------------------------------------
 

@@ -39,13 +39,13 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="booktape sim", description="A local Binance spot exchange.")
+    parser = _Parser(prog="booktape sim", description="A local Binance spot and Coinbase exchange.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="first region's port (0 = free)")
     parser.add_argument("--regions", type=_csv, default=("eu",))
     parser.add_argument("--symbols", type=_csv, default=("BTCUSDT", "ETHUSDT"))
     parser.add_argument(
-        "--products", type=_csv, default=(), help="Coinbase products (not served yet)"
+        "--products", type=_csv, default=("BTC-USD", "ETH-USD"), help="Coinbase products"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--replay", type=Path, nargs="+", default=(), metavar="FILE")
@@ -73,6 +73,7 @@ def _config(args: argparse.Namespace) -> SimConfig:
             port=args.port,
             regions=args.regions,
             symbols=args.symbols,
+            products=args.products,
             seed=args.seed,
             replay=tuple(args.replay),
             speed=args.speed,

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from booktape.binance import MAX_INCOMING_PER_SECOND, MAX_STREAMS_PER_CONNECTION
 from booktape.binance import WEIGHT_LIMIT_PER_MINUTE as WEIGHT_LIMIT
+from booktape.coinbase import validate_product
+from booktape.errors import ConfigError
 from simulator.market import FIRST_UPDATE_ID
 
 DAY_S = 86_400.0
@@ -33,6 +35,7 @@ class SimConfig(BaseModel):
 
     # --- what --------------------------------------------------------------------------
     symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
+    products: tuple[str, ...] = ("BTC-USD", "ETH-USD")  # Coinbase books (built on first use)
     seed: int = 0
     first_update_id: int = FIRST_UPDATE_ID
     # Override every modelled symbol's book depth and activity (None = the symbol's own):
@@ -46,6 +49,13 @@ class SimConfig(BaseModel):
     replay: tuple[Path, ...] = ()  # recordings to serve instead of the model
     speed: float = Field(default=1.0, gt=0)  # replay speed-up
     replay_waits_for_subscriber: bool = True  # start the replay at the first subscriber
+
+    # --- Coinbase (simulator.coinbase) ---------------------------------------------------
+    coinbase_orders_per_side: int = Field(default=3000, ge=10)  # resting orders at the start
+    coinbase_activity: float = Field(default=20.0, gt=0)  # book events a second per product
+    coinbase_rate: float = Field(default=10.0, gt=0)  # public limit: requests a second per IP
+    coinbase_burst: int = Field(default=15, ge=1)
+    coinbase_history: int = Field(default=32, ge=1)  # served books kept by sequence
 
     # --- WebSocket timers and limits ----------------------------------------------------
     ping_interval: float = Field(default=20.0, gt=0)
@@ -83,6 +93,17 @@ class SimConfig(BaseModel):
         if len(set(regions)) != len(regions):
             raise ValueError("regions must be distinct")
         return regions
+
+    @field_validator("products")
+    @classmethod
+    def _products(cls, products: tuple[str, ...]) -> tuple[str, ...]:
+        upper = tuple(p.strip().upper() for p in products if p.strip())
+        for product in upper:
+            try:
+                validate_product(product)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from exc
+        return upper
 
     @field_validator("symbols")
     @classmethod

@@ -5,6 +5,8 @@ Reading:
 - ``GET /info`` — the ready line (the same object `booktape sim` prints first).
 - ``GET /truth/{SYMBOL}`` — the true book now: ``{"symbol","lastUpdateId","bids","asks"}``
   with every level, best first (replay: the rolled-forward book).
+- ``GET /coinbase/truth/{product}[?sequence=N]`` — the Coinbase level-3 book now, or as
+  served at sequence N: ``{"sequence","time","bids","asks"}``, entries as the exchange's.
 - ``GET /connections[?region=eu&closed=1]`` — open (and recently closed) connections:
   id, region, path, remote, streams, combined, opened_ns, closed_ns, close_reason,
   sent_frames, stalled.
@@ -77,6 +79,23 @@ def build_control_app(sim: Simulator) -> web.Application:
         except KeyError:
             return _json({"error": "unknown symbol"}, 404)
 
+    async def coinbase_truth(request: web.Request) -> web.Response:
+        raw = request.query.get("sequence")
+        try:
+            book = sim.coinbase_truth(
+                request.match_info["product"], int(raw) if raw is not None else None
+            )
+        except (KeyError, ValueError):
+            return _json({"error": "unknown product or sequence"}, 404)
+        return _json(
+            {
+                "sequence": book.sequence,
+                "time": book.time,
+                "bids": [list(e) for e in book.bids],
+                "asks": [list(e) for e in book.asks],
+            }
+        )
+
     async def connections(request: web.Request) -> web.Response:
         region = request.query.get("region")
         closed = request.query.get("closed", "") in ("1", "true")
@@ -137,6 +156,7 @@ def build_control_app(sim: Simulator) -> web.Application:
     app = web.Application()
     app.router.add_get("/info", info)
     app.router.add_get("/truth/{symbol}", truth)
+    app.router.add_get("/coinbase/truth/{product}", coinbase_truth)
     app.router.add_get("/connections", connections)
     app.router.add_get("/connections/{conn_id}/log", connection_log)
     app.router.add_post("/faults/{name}", fault)

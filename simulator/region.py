@@ -4,7 +4,8 @@ Routes: ``/ws``, ``/ws/<stream>[/<stream>...]`` (raw frames), ``/stream`` and
 ``/stream?streams=a/b/c`` (combined frames), ``/api/v3/...`` (:mod:`simulator.rest`).
 A syntactically invalid stream name or more than ``max_streams`` streams in the URL gets
 HTTP 400 on the upgrade; a well-formed name for an unknown symbol is accepted and silent,
-as on Binance. Coinbase paths are not served yet (404).
+as on Binance. Coinbase paths: ``/products/{id}/book`` and ``/v2/prices/...``
+(:mod:`simulator.coinbase`), under the same region faults (down, latency, REST errors).
 
 Connection attempts: at most ``max_connection_attempts`` WebSocket upgrade requests per
 remote IP in any ``connection_attempt_window`` (Binance: 300 per 5 minutes), counted per
@@ -30,6 +31,7 @@ from typing import Protocol
 from aiohttp import WSCloseCode, web
 
 from booktape.binance import Market
+from simulator.coinbase import CoinbaseApi, CoinbaseBackend
 from simulator.config import SimConfig
 from simulator.connection import Connection
 from simulator.faults import RegionFaults
@@ -46,6 +48,7 @@ class Hub(Protocol):
     """The simulator, as a region sees it."""
 
     config: SimConfig
+    coinbase: CoinbaseBackend
 
     def depth_batcher(self, stream: DepthStream, combined: bool) -> DepthBatcher | None: ...
 
@@ -90,6 +93,10 @@ class Region:
         app.router.add_get("/ws/{streams:.+}", self._ws_raw)
         app.router.add_get("/stream", self._ws_combined)
         RestApi(hub, self.faults, self.limiter, name).add_routes(app)
+        self.coinbase = CoinbaseApi(
+            hub.coinbase, self.faults, name, cfg.coinbase_rate, cfg.coinbase_burst
+        )
+        self.coinbase.add_routes(app)
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=1.0
         )
