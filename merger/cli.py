@@ -3,8 +3,9 @@
 Exit codes (for cron): 0 every symbol-day done, 1 a symbol-day failed, 3 done but with
 unrecoverable gaps when ``--fail-on-gap`` is given; a bad argument prints one line and
 exits 2 (ConfigError, reported by booktape.cli). ``--metrics-file`` writes Prometheus text
-for node_exporter's textfile collector, atomically (temp file + rename). Logs are JSON lines
-on stderr; there is no progress bar.
+for node_exporter's textfile collector, atomically (temp file + rename). On a terminal,
+stderr shows a progress bar and only warnings are logged (unless ``--log-level`` is given);
+otherwise (cron, a pod) logs are JSON lines on stderr.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import datetime as dt
 import os
 import re
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +25,7 @@ from booktape import log as booktape_log
 from booktape.errors import ConfigError, InvalidNameError
 from booktape.keys import parse_date, validate_exchange, validate_name
 from merger.day import DayResult, market_of, merge_day
+from merger.progress import ProgressBar
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -52,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--no-previous", action="store_true", help="do not start from the previous day")
     add("--metrics-file", type=Path, help="write Prometheus text here (textfile collector)")
     add("--s3-endpoint-url", help="S3 endpoint (else AWS_ENDPOINT_URL)")
-    add("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add("--log-level", choices=["debug", "info", "warning", "error"], help="default: info")
+    add("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     return p
 
 
@@ -166,12 +170,22 @@ def write_metrics(path: Path, results: Sequence[DayResult]) -> None:
     os.replace(tmp, path)
 
 
-async def merge_days(args: argparse.Namespace, dates: list[dt.date]) -> list[DayResult]:
+async def merge_days(
+    args: argparse.Namespace, dates: list[dt.date], bar: ProgressBar | None = None
+) -> list[DayResult]:
     from booktape.stores import open_store  # noqa: PLC0415 - after the config is valid
 
     results: list[DayResult] = []
     async with open_store(args.store, s3_endpoint_url=args.s3_endpoint_url) as store:
         for date in dates:
+            if args.exchange == "coinbase":  # REST snapshots on a grid: merger.coinbase
+                from merger.coinbase import merge_coinbase_day  # noqa: PLC0415
+
+                products, shard = parse_symbols(args.symbols), parse_shard(args.shard)
+                day = await merge_coinbase_day(store, date, products=products, shard=shard,
+                                               force=args.force)  # fmt: skip
+                results.append(day)
+                continue
             results.append(
                 await merge_day(
                     store,
@@ -183,6 +197,7 @@ async def merge_days(args: argparse.Namespace, dates: list[dt.date]) -> list[Day
                     force=args.force,
                     delete_raw=args.delete_raw,
                     previous=not args.no_previous,
+                    progress=bar.update if bar is not None else None,
                 )
             )
     return results
@@ -197,14 +212,22 @@ def run(argv: list[str]) -> int:
             validate_name("region", args.primary)
     except InvalidNameError as exc:
         raise ConfigError(str(exc)) from None
-    market_of(args.exchange)
+    if args.exchange != "coinbase":
+        market_of(args.exchange)
+    elif args.delete_raw or args.primary:
+        raise ConfigError("--delete-raw and --primary apply to Binance days only")
     parse_shard(args.shard)
     parse_symbols(args.symbols)
     from booktape.stores import open_store  # noqa: PLC0415
 
     open_store(args.store, s3_endpoint_url=args.s3_endpoint_url)  # a bad URL: exit 2, no I/O
-    booktape_log.configure(args.log_level)
-    results = asyncio.run(merge_days(args, dates))
+    bar = ProgressBar() if sys.stderr.isatty() and not args.no_progress else None
+    booktape_log.configure(args.log_level or ("warning" if bar is not None else "info"))
+    try:
+        results = asyncio.run(merge_days(args, dates, bar))
+    finally:
+        if bar is not None:
+            bar.close()
     if args.metrics_file is not None:
         write_metrics(args.metrics_file, results)
     return exit_code(results, fail_on_gap=args.fail_on_gap)

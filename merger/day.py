@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime as dt
+import functools
 import hashlib
 import logging
 import tempfile
@@ -330,6 +331,7 @@ async def merge_symbol(
     delete_raw: bool = False,
     previous: bool = True,
     pipeline: Pipeline = load_and_stitch,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SymbolResult:
     """Merge one symbol-day (or leave it alone when it is done and not stale)."""
     date_text = format_date(date)
@@ -350,8 +352,9 @@ async def merge_symbol(
     market = market_of(exchange)
     gap_log = GapLog()
     items = await pipeline(
-        store, [k for k, _ in inputs], market=market, log=gap_log, primary=primary, start=start
-    )
+        store, [k for k, _ in inputs], market=market, log=gap_log, primary=primary, start=start,
+        progress=progress,
+    )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="booktape-merge-") as tmp:
         writer = DayWriter(
             Path(tmp), exchange=exchange, channel=CHANNEL, symbol=symbol, date=date_text,
@@ -417,6 +420,7 @@ async def merge_day(
     delete_raw: bool = False,
     previous: bool = True,
     pipeline: Pipeline = load_and_stitch,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> DayResult:
     """Merge every selected symbol of one exchange/day; write the status summary."""
     market_of(exchange)
@@ -425,12 +429,16 @@ async def merge_day(
     planned = await plan(store, exchange, date, symbols=symbols, shard=shard)
     context = {"exchange": exchange, "date": format_date(date)}
     log.info("merge planned", extra={**context, "symbols": len(planned)})
-    for symbol, inputs in planned.items():
+    for n, (symbol, inputs) in enumerate(planned.items(), 1):
         t0 = time.monotonic()
+        on_chunk = None
+        if progress is not None:
+            label = f"{date} {symbol} ({n}/{len(planned)} symbols)"
+            on_chunk = functools.partial(progress, label)
         try:
             outcome = await merge_symbol(
                 store, exchange, symbol, date, inputs, primary=primary, force=force,
-                delete_raw=delete_raw, previous=previous, pipeline=pipeline,
+                delete_raw=delete_raw, previous=previous, pipeline=pipeline, progress=on_chunk,
             )  # fmt: skip
         except Exception as exc:  # one symbol's failure is reported, not fatal
             log.exception("symbol failed", extra={**context, "symbol": symbol})
