@@ -23,6 +23,7 @@ from booktape.stores import LocalStore, MemoryStore, Store
 from merger.cli import exit_code, write_metrics
 from merger.day import DayResult, SymbolResult, load_and_stitch, merge_day, plan, shard_of
 from merger.model import GapLog
+from merger.progress import ProgressBar
 from tests.merger.levels import Book, replay_parquet
 
 DATE = dt.date(2024, 5, 1)
@@ -381,3 +382,25 @@ async def test_a_snapshot_at_the_final_update_id_is_audited() -> None:
                                                       "gaps.json")))  # fmt: skip
     assert gaps["audit"]["checked"] == 1
     assert gaps["audit"]["matched"] == 1
+
+
+async def test_progress_reports_every_chunk_of_every_symbol_and_the_bar_draws_it() -> None:
+    store = MemoryStore()
+    keys = {
+        s: await record(store, make_market(s, n=60), "eu", chunk=10) for s in ("AUSDT", "BUSDT")
+    }
+    seen: list[tuple[str, int, int]] = []
+
+    await merge_day(store, "binance", DATE, progress=lambda *a: seen.append(a))
+
+    for n, symbol in enumerate(sorted(keys), 1):
+        mine = [(d, t) for label, d, t in seen if symbol in label]
+        assert mine[-1] == (len(keys[symbol]), len(keys[symbol]))
+        assert all(f"({n}/2 symbols)" in label for label, _, _ in seen if symbol in label)
+    out = io.StringIO()
+    bar = ProgressBar(out, min_interval_s=0.0)
+    bar.update("2024-05-01 AUSDT (1/2 symbols)", 3, 6)
+    bar.close()
+    assert "[" in out.getvalue()
+    assert " 50%  2024-05-01 AUSDT (1/2 symbols)  3/6 chunks" in out.getvalue()
+    assert out.getvalue().endswith("\r\x1b[K")
