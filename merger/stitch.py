@@ -268,7 +268,9 @@ class Stitcher:
             if audit.first_mismatch is None:
                 audit.first_mismatch = _mismatch_record(snap, comparison)
         book.heal(snap.snapshot, straddling, limit=snap.limit)
-        book.prune_outside(Window.of(snap.snapshot, snap.limit))
+        window = Window.of(snap.snapshot, snap.limit)
+        book.prune_outside(window)  # orphans: what no snapshot vouches for any more
+        book.coverage = window if book.coverage is None else book.coverage.intersect(window)
 
     def _audit_before(self, event: DepthEvent) -> None:
         """Audit every snapshot with ``book.update_id <= L < u`` of the event to apply."""

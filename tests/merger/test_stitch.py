@@ -188,3 +188,24 @@ def test_audit_prunes_orphan_levels_outside_the_snapshot_window() -> None:
     assert (log.audit.checked, log.audit.matched) == (1, 1)
     assert stitcher.closing is not None
     assert [p for p, _ in stitcher.closing.bids] == ["99", "98", "97"]  # 50 pruned
+
+
+def test_a_pruned_level_a_later_wider_snapshot_shows_is_learned_not_a_mismatch() -> None:
+    anchor = SourceSnapshot("eu.c1", "k-anchor", 1, DepthSnapshot(
+        100, (("99", "1"), ("98", "1"), ("50", "7")), (("101", "1"),)), b"", None)  # fmt: skip
+    narrow = SourceSnapshot("eu.c1", "k-narrow", 3, DepthSnapshot(
+        101, (("99", "2"), ("98", "1")), (("101", "1"),)), b"", None)  # fmt: skip
+    wide_bids = (("99", "2"), ("98", "1"), ("97", "1"), ("50", "7"))
+    wide = SourceSnapshot("eu.c1", "k-wide", 5, DepthSnapshot(102, wide_bids, (("101", "1"),)),
+                          b"", None)  # fmt: skip
+    eu = [ev("eu.c1", 101, 101, bids=[["99", "2"]], asks=[["101", "1"]]),
+          ev("eu.c1", 102, 102, bids=[["97", "1"]], asks=[["101", "1"]]),
+          ev("eu.c1", 103, 103, bids=[["96", "1"]], asks=[["101", "1"]])]  # fmt: skip
+    log = GapLog()
+
+    stitcher = stitch(loaded(eu, snapshots=[anchor, narrow, wide]), market=Market.SPOT, log=log)
+    list(stitcher)
+
+    assert (log.audit.checked, log.audit.matched, log.audit.mismatched) == (2, 2, 0)
+    assert stitcher.closing is not None
+    assert [p for p, _ in stitcher.closing.bids] == ["99", "98", "97", "96", "50"]
