@@ -1,14 +1,18 @@
 """``make demo``: the product end to end, as far as it exists today.
 
-1. Start the simulator with two regions (``eu`` and ``us``) and two symbols.
-2. Start two real collectors (``booktape collect``), one per region, writing into one
-   local directory store (``demo-store/``), each with its own spool.
+1. Start the simulator with two regions (``eu`` and ``us``), two Binance symbols and a
+   Coinbase product.
+2. Start the collectors (``booktape collect``), per region one for Binance depth and one
+   for Coinbase book snapshots on a 2 s wall-clock grid, writing into one local directory
+   store (``demo-store/``), each with its own spool.
 3. Break things: the ``eu`` connection silently loses update ids (a hole only ``us`` can
-   fill); then the ``eu`` collector is killed with SIGKILL mid-chunk and started again a
-   few seconds later: it seals and uploads what its spool held, and reconnects.
-4. Stop both with SIGTERM (they seal and upload), run the merger (``booktape merge``) on
-   the day, print its gap report (``booktape gaps``), and check the canonical closing book
-   against the simulator's true book.
+   fill); then the ``eu`` collectors are killed with SIGKILL mid-chunk; the Binance one is
+   started again a few seconds later: it seals and uploads what its spool held, and
+   reconnects. The Coinbase one stays dead: ``us`` alone keeps the grid.
+4. Stop all with SIGTERM (they seal and upload), run the merger (``booktape merge``) on
+   the day for both exchanges, print the gap reports (``booktape gaps``), write the HTML
+   report (``booktape report``), export the Coinbase day to HDF5 and a Binance day to
+   Tardis CSV, and check the canonical closing book against the simulator's true book.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from simulator.app import Simulator
 from simulator.config import SimConfig
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
+PRODUCT = "BTC-USD"
 LIMIT = 1000
 TOP = 200  # levels a side compared with the truth (well inside every snapshot window)
 
@@ -50,6 +55,20 @@ def start_collector(
     return subprocess.Popen(argv, env=env)  # noqa: S603 - argv is ours, no shell
 
 
+def start_coinbase(
+    region: str, urls: dict[str, str], store: Path, spool: Path
+) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKTAPE_")}
+    argv = [
+        sys.executable, "-m", "booktape.cli", "collect", "--exchange", "coinbase",
+        "--products", PRODUCT, "--level", "2", "--prices", "BTC,ETH", "--interval", "2s",
+        "--region", region, "--collector", "c1", "--store", str(store),
+        "--spool-dir", str(spool / f"{region}-coinbase"), "--rest-url", urls["coinbase_rest"],
+        "--prices-url", urls["coinbase_rest"], "--rotation", "4s", "--log-level", "error",
+    ]  # fmt: skip
+    return subprocess.Popen(argv, env=env)  # noqa: S603 - argv is ours, no shell
+
+
 def truth_snapshot(sim: Simulator, symbol: str) -> DepthSnapshot:
     truth = sim.truth(symbol)
     assert truth["lastUpdateId"] is not None  # the model always has one
@@ -62,45 +81,69 @@ async def demo(workdir: Path, seconds: float) -> int:
     store_dir, spool = workdir / "demo-store", workdir / "demo-spool"
     shutil.rmtree(store_dir, ignore_errors=True)
     shutil.rmtree(spool, ignore_errors=True)
-    config = SimConfig(regions=("eu", "us"), symbols=SYMBOLS, seed=42, control_port=None)
+    config = SimConfig(regions=("eu", "us"), symbols=SYMBOLS, products=(PRODUCT,), seed=42,
+                       control_port=None)  # fmt: skip
     async with Simulator(config) as sim:
         regions: dict[str, dict[str, str]] = sim.ready_info()["regions"]  # type: ignore[assignment]
         print(f"simulator: regions {', '.join(regions)}, symbols {', '.join(SYMBOLS)}")
         procs = {r: start_collector(r, urls, store_dir, spool) for r, urls in regions.items()}
+        coinbase = {r: start_coinbase(r, urls, store_dir, spool) for r, urls in regions.items()}
         try:
             await sim.wait_for_connections(2, within=30)
-            print(f"collectors eu and us recording into {store_dir}/")
+            print(f"collectors eu and us recording into {store_dir}/ (Binance depth, and "
+                  f"Coinbase {PRODUCT} every 2 s)")  # fmt: skip
             await asyncio.sleep(seconds * 0.3)
             sim.skip_ids(count=40, region="eu")
             print("fault: the eu connection silently loses 40 update ids")
             await asyncio.sleep(seconds * 0.15)
-            procs["eu"].send_signal(signal.SIGKILL)
-            procs["eu"].wait()
-            print("fault: the eu collector is killed (SIGKILL) mid-chunk")
+            for proc in (procs["eu"], coinbase["eu"]):
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+            print("fault: the eu collectors are killed (SIGKILL) mid-chunk")
             await asyncio.sleep(seconds * 0.15)
             procs["eu"] = start_collector("eu", regions["eu"], store_dir, spool)
-            print("eu collector restarted: it uploads what its spool held, then reconnects")
+            print("eu Binance collector restarted: it uploads what its spool held, reconnects;"
+                  " eu Coinbase stays down")  # fmt: skip
             await asyncio.sleep(seconds * 0.4)
             sim.pause_market()
             await asyncio.sleep(1.5)  # the last batches reach both collectors
-            for proc in procs.values():
+            live = [*procs.values(), coinbase["us"]]
+            for proc in live:
                 proc.send_signal(signal.SIGTERM)
             codes = {r: await asyncio.to_thread(p.wait, 60) for r, p in procs.items()}
+            codes["us-coinbase"] = await asyncio.to_thread(coinbase["us"].wait, 60)
             print(f"collectors stopped with SIGTERM, exit codes {codes}\n")
         finally:
-            for proc in procs.values():
+            for proc in [*procs.values(), *coinbase.values()]:
                 if proc.poll() is None:
                     proc.kill()
         truths = {symbol: truth_snapshot(sim, symbol) for symbol in SYMBOLS}
     ok = all(code == 0 for code in codes.values())
     dates = sorted({key.split("/")[4] for key in await _raw_keys(store_dir)})
     for date in dates:
-        print(f"$ booktape merge --store {store_dir} --date {date}")
-        merged = await _booktape("merge", "--store", str(store_dir), "--date", date,
-                                 "--log-level", "warning")  # fmt: skip
-        print(f"  exit code {merged}\n$ booktape gaps --store {store_dir} --date {date}")
-        ok = ok and merged == 0
-        ok = await _booktape("gaps", "--store", str(store_dir), "--date", date) == 0 and ok
+        for exchange in ("binance", "coinbase"):
+            print(f"$ booktape merge --store {store_dir} --exchange {exchange} --date {date}")
+            merged = await _booktape("merge", "--store", str(store_dir), "--exchange", exchange,
+                                     "--date", date, "--log-level", "warning")  # fmt: skip
+            ok = ok and merged == 0
+            print(f"  exit code {merged}\n$ booktape gaps --store {store_dir} "
+                  f"--exchange {exchange} --date {date}")  # fmt: skip
+            gaps = await _booktape("gaps", "--store", str(store_dir), "--exchange", exchange,
+                                   "--date", date)  # fmt: skip
+            ok = gaps == 0 and ok
+    day = dates[-1]
+    report = workdir / "demo-report.html"
+    hdf5 = workdir / f"demo-{PRODUCT}.h5"
+    tardis = workdir / "demo-BTCUSDT.csv.gz"
+    for argv in (
+        ("report", "--store", str(store_dir), "--date", day, "-o", str(report)),
+        ("export", "hdf5", "--store", str(store_dir), "--date", day, "--product", PRODUCT,
+         "-o", str(hdf5)),
+        ("export", "tardis", "--store", str(store_dir), "--exchange", "binance",
+         "--symbol", "BTCUSDT", "--date", day, "-o", str(tardis)),
+    ):  # fmt: skip
+        print(f"$ booktape {' '.join(argv)}")
+        ok = await _booktape(*argv) == 0 and ok
     for symbol in SYMBOLS:
         closing = await _closing(store_dir, symbol, dates[-1])
         truth = truths[symbol]
@@ -110,7 +153,9 @@ async def demo(workdir: Path, seconds: float) -> int:
         verdict = "equals" if same else "DIFFERS FROM"
         print(f"{symbol}: canonical closing book (id {closing.update_id}) {verdict} "
               f"the exchange's true book, top {TOP} levels a side")  # fmt: skip
-    print(f"\ncanonical output: {store_dir}/canonical/binance/depth/<SYMBOL>/<date>/")
+    print(f"\ncanonical output: {store_dir}/canonical/binance/depth/<SYMBOL>/<date>/ and "
+          f"{store_dir}/canonical/coinbase/book/{PRODUCT}/<date>/")  # fmt: skip
+    print(f"report: open {report} in a browser; HDF5: {hdf5}; Tardis CSV: {tardis}")
     print(f"raw objects: booktape ls --store {store_dir}; booktape cat <file>")
     print(f"result: {'OK' if ok else 'FAILED'}")
     return 0 if ok else 1
