@@ -129,6 +129,19 @@ class ChunkWriter:
         self.chunks: dict[tuple[str, str], OpenChunk] = {}
         self._headers: dict[tuple[str, str], tuple[Header, bytes]] = {}
 
+    def declare(self, channel: str, symbol: str, extra: dict[str, object]) -> None:
+        """Give a stream's chunk headers ``extra`` fields (e.g. a Coinbase grid's interval).
+
+        Must come before the stream's first record; raises InvalidNameError/CodecError.
+        """
+        stream = (channel, symbol)
+        if stream in self.chunks:
+            raise ValueError(f"stream {channel}/{symbol} already has records")
+        header = Header(
+            self.exchange, channel, symbol, self.region, self.collector, self.host, extra=extra
+        )
+        self._headers[stream] = (header, encode_header(header))
+
     def header(self, channel: str, symbol: str) -> tuple[Header, bytes]:
         """The header of a stream's chunks and its line; raises InvalidNameError."""
         stream = (channel, symbol)

@@ -26,11 +26,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
 
-from booktape.codec import Header, Scalar, encode_conn, encode_header, encode_snap
+from booktape.codec import Header, Scalar, encode_conn, encode_snap
 from booktape.coinbase import (
     BURST,
     PRICE_KINDS,
@@ -51,6 +52,9 @@ from collector.grid import (
 from collector.metrics import Metrics
 from collector.snapshots import retry_after_s
 from collector.types import Item, RecordSink
+
+if TYPE_CHECKING:
+    from collector.pipeline import Pipeline
 
 log = logging.getLogger("collector.coinbase")
 
@@ -121,16 +125,10 @@ def stream_headers(settings: CollectorSettings, host: str) -> list[Header]:
     return headers
 
 
-def declare_headers(pipeline: object, settings: CollectorSettings) -> None:
-    """Give the pipeline's chunk writer the feed's headers (with their extra fields).
-
-    The chunk writer builds plain headers on demand and caches them per stream; filling
-    its cache first is how the Coinbase headers get ``interval_ns`` and ``level``/``quote``
-    without a change to the shared pipeline (see the report: a public hook would be nicer).
-    """
-    writer = pipeline._writer  # type: ignore[attr-defined]
-    for header in stream_headers(settings, writer.host):
-        writer._headers[(header.channel, header.symbol)] = (header, encode_header(header))
+def declare_headers(pipeline: Pipeline, settings: CollectorSettings) -> None:
+    """Give the pipeline the feed's chunk headers' extra fields (grid interval, level)."""
+    for header in stream_headers(settings, "-"):
+        pipeline.declare_stream(header.channel, header.symbol, dict(header.extra))
 
 
 class CoinbaseFeed:

@@ -135,6 +135,10 @@ class Pipeline:
 
     # --- the RecordSink side ----------------------------------------------------------
 
+    def declare_stream(self, channel: str, symbol: str, extra: dict[str, object]) -> None:
+        """Header ``extra`` fields for one stream's chunks, before its first record."""
+        self._writer.declare(channel, symbol, extra)
+
     async def put(self, item: Item) -> None:
         """Queue one record; waits while the queue is full. Raises PipelineClosedError
         after shutdown, CodecError/InvalidNameError for an item no chunk can hold."""
