@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from booktape.canonical import LEVELS_SCHEMA
 from booktape.errors import BooktapeError, ConfigError, InvalidNameError
 from booktape.keys import NS_PER_DAY, canonical_key, parse_date, validate_exchange, validate_name
 from booktape.levelbook import REPLAY_COLUMNS, Level, LevelBook, event_chunks
@@ -50,21 +51,6 @@ BATCH_ROWS: Final = 65_536
 MAX_DAYS: Final = 3660
 _EPOCH: Final = dt.date(1970, 1, 1)
 
-#: The schema of levels.parquet (DESIGN.md "Canonical output"; merger.writer writes it).
-LEVELS_SCHEMA: Final = pa.schema(
-    [
-        pa.field("local_ts", pa.int64(), nullable=False),
-        pa.field("exchange_ts", pa.int64(), nullable=False),
-        pa.field("prev_update_id", pa.int64(), nullable=False),
-        pa.field("first_update_id", pa.int64(), nullable=False),
-        pa.field("last_update_id", pa.int64(), nullable=False),
-        pa.field("side", pa.string(), nullable=False),
-        pa.field("price", pa.float64(), nullable=False),
-        pa.field("qty", pa.float64(), nullable=False),
-        pa.field("is_snapshot", pa.bool_(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-    ]
-)
 
 T = TypeVar("T")
 TimeLike = str | dt.date | dt.datetime | int

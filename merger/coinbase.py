@@ -39,7 +39,7 @@ from typing import Any, Final
 import orjson
 
 from booktape import __version__
-from booktape.codec import DataRecord, Header, Snap, read_object
+from booktape.codec import DataRecord, Snap, read_object
 from booktape.coinbase import PricePoint, is_crossed, parse_book
 from booktape.errors import CorruptObjectError, FrameError, KeyLayoutError
 from booktape.keys import (
@@ -64,6 +64,7 @@ from merger.coinbase_write import (
 )
 from merger.day import DayResult, SymbolResult, shard_of
 from merger.gaps import encode_report
+from merger.load import header_mismatch
 from merger.writer import GAPS_FILE, MANIFEST_FILE, build_manifest, file_digest, manifest_inputs
 
 log = logging.getLogger("booktape.merger")
@@ -120,14 +121,6 @@ async def plan_channel(
     return planned, recorded_before
 
 
-def _header_mismatch(header: Header, key: RawKey) -> str | None:
-    for name in ("exchange", "channel", "symbol", "region", "collector"):
-        ours, theirs = getattr(header, name), getattr(key, name)
-        if ours != theirs:
-            return f"header {name} {ours!r} disagrees with the key's {theirs!r}"
-    return None
-
-
 async def _get_json(store: Store, key: str) -> dict[str, Any] | None:
     if await store.head(key) is None:
         return None
@@ -158,7 +151,7 @@ async def _pass1(
             except CorruptObjectError as exc:
                 corrupt.append({"key": key, "error": exc.reason})
                 continue
-            if (mismatch := _header_mismatch(result.header, raw_key)) is not None:
+            if (mismatch := header_mismatch(result.header, raw_key)) is not None:
                 corrupt.append({"key": key, "error": mismatch})
                 continue
             if result.truncated:

@@ -49,6 +49,7 @@ __all__ = [
     "ChunkReader",
     "Loaded",
     "SourceTracker",
+    "header_mismatch",
     "load_symbol_day",
     "plan_sources",
 ]
@@ -132,7 +133,7 @@ class SourceTracker:
         )
 
 
-def _header_mismatch(header: Header, key: RawKey) -> str | None:
+def header_mismatch(header: Header, key: RawKey) -> str | None:
     """Which header field disagrees with the key, or None."""
     for name in ("exchange", "channel", "symbol", "region", "collector"):
         ours, theirs = getattr(header, name), getattr(key, name)
@@ -176,7 +177,7 @@ class ChunkReader:
         except CorruptObjectError as exc:
             self.log.corrupt.append({"key": key, "error": exc.reason})
             return content
-        if (mismatch := _header_mismatch(result.header, raw_key)) is not None:
+        if (mismatch := header_mismatch(result.header, raw_key)) is not None:
             self.log.corrupt.append({"key": key, "error": mismatch})
             return content
         if result.truncated:

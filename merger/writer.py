@@ -32,6 +32,7 @@ import zstandard
 
 from booktape.binance import Level, Market, decode_depth
 from booktape.book import OrderBook, Side
+from booktape.canonical import LEVELS_SCHEMA
 from booktape.codec import Header, RecordWriter, encode_snap
 from merger.model import BookImage, CanonicalItem, StreamEvent
 
@@ -47,21 +48,6 @@ CANONICAL_COLLECTOR: Final = "merger"
 SNAP_REQUEST: Final = "canonical"
 _CONN_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
-#: The schema of levels.parquet, exactly as DESIGN.md gives it.
-LEVELS_SCHEMA: Final = pa.schema(
-    [
-        pa.field("local_ts", pa.int64(), nullable=False),
-        pa.field("exchange_ts", pa.int64(), nullable=False),
-        pa.field("prev_update_id", pa.int64(), nullable=False),
-        pa.field("first_update_id", pa.int64(), nullable=False),
-        pa.field("last_update_id", pa.int64(), nullable=False),
-        pa.field("side", pa.string(), nullable=False),
-        pa.field("price", pa.float64(), nullable=False),
-        pa.field("qty", pa.float64(), nullable=False),
-        pa.field("is_snapshot", pa.bool_(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-    ]
-)
 _COLUMNS: Final = tuple(LEVELS_SCHEMA.names)
 
 
