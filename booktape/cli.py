@@ -11,9 +11,18 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from booktape import __version__
 from booktape.errors import BooktapeError, ConfigError
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's argument parser: a mistake raises ConfigError (one line, exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
 
 #: subcommand -> (module with ``run(argv) -> int``, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -11,10 +11,9 @@ import argparse
 import asyncio
 import re
 from pathlib import Path
-from typing import Any
 
 from booktape import log as booktape_log
-from booktape.errors import ConfigError
+from booktape.cli import CommandParser
 from collector.config import load_settings
 
 
@@ -27,13 +26,8 @@ def parse_duration(text: str) -> float:
     return value * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line, exit 2, through booktape.cli
-        raise ConfigError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = CommandParser(
         prog="booktape collect",
         description="Record an exchange into raw objects.",
         allow_abbrev=False,

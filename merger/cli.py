@@ -19,9 +19,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from booktape import log as booktape_log
+from booktape.cli import CommandParser
 from booktape.errors import ConfigError, InvalidNameError
 from booktape.keys import parse_date, validate_exchange, validate_name
 from merger.day import DayResult, market_of, merge_day
@@ -33,13 +34,8 @@ EXIT_GAPS: Final = 3
 MAX_DAYS: Final = 366
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line, exit 2, through booktape.cli
-        raise ConfigError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="booktape merge", description=__doc__, allow_abbrev=False)
+    p = CommandParser(prog="booktape merge", description=__doc__, allow_abbrev=False)
     add = p.add_argument
     add("--store", required=True, help="store URL: a path, file:///path or s3://bucket/prefix")
     add("--date", help="the UTC day to merge, YYYY-MM-DD (default: yesterday)")

@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import orjson
 import pyarrow.parquet as pq
 
+from booktape.cli import CommandParser
 from booktape.errors import ConfigError, InvalidNameError
 from booktape.keys import NS_PER_DAY, canonical_key, parse_date
 from booktape.levelbook import REPLAY_COLUMNS, event_chunks
@@ -50,13 +51,8 @@ SNAPSHOTS_FILE: Final = "snapshots.parquet"
 KINDS: Final = ("snapshots",)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line, exit 2, through booktape.cli
-        raise ConfigError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="booktape derive snapshots", description=__doc__, allow_abbrev=False,
+    p = CommandParser(prog="booktape derive snapshots", description=__doc__, allow_abbrev=False,
                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     add = p.add_argument
     add("--store", required=True, help="store URL: a path, file:///path or s3://bucket/prefix")

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from booktape import __version__
+from booktape.cli import CommandParser
 from booktape.coinbase import PRICE_KINDS, validate_product
 from booktape.errors import BooktapeError, ConfigError, InvalidNameError, KeyLayoutError
 from booktape.keys import canonical_key, parse_canonical_key, parse_date
@@ -53,13 +54,8 @@ class ExportError(BooktapeError):
     """The export cannot be made from what the store holds (exit 1)."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line, exit 2, through booktape.cli
-        raise ConfigError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="booktape export hdf5", description=__doc__, allow_abbrev=False,
+    p = CommandParser(prog="booktape export hdf5", description=__doc__, allow_abbrev=False,
                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--store", required=True, help="store URL: a path, file:///path, s3://...")
     p.add_argument("--date", required=True, help="the merged UTC day, YYYY-MM-DD")

@@ -26,13 +26,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from booktape.cli import CommandParser
 from booktape.errors import BooktapeError, ConfigError, InvalidNameError
 from booktape.keys import canonical_key, parse_date
 from booktape.read import BATCH_ROWS, CHANNEL, LEVELS_FILE, day_file, ready_days
@@ -46,11 +47,6 @@ TARDIS_EXCHANGES: Final = {
 HEADER: Final = b"exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount\n"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line, exit 2, through booktape.cli
-        raise ConfigError(message)
-
-
 def tardis_exchange(exchange: str) -> str:
     """Tardis.dev's id of one of our Binance exchanges; ConfigError for anything else."""
     if exchange not in TARDIS_EXCHANGES:
@@ -60,7 +56,7 @@ def tardis_exchange(exchange: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="booktape export tardis", description=__doc__, allow_abbrev=False,
+    p = CommandParser(prog="booktape export tardis", description=__doc__, allow_abbrev=False,
                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     add = p.add_argument
     add("--store", required=True, help="store URL: a path, file:///path or s3://bucket/prefix")

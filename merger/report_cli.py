@@ -13,21 +13,16 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
+from booktape.cli import CommandParser
 from booktape.errors import ConfigError, InvalidNameError
 from booktape.keys import parse_date, validate_exchange, validate_name
 from merger.gaps_cli import load_reports
 from merger.report import render
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line, exit 2, through booktape.cli
-        raise ConfigError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="booktape report", description=__doc__, allow_abbrev=False)
+    p = CommandParser(prog="booktape report", description=__doc__, allow_abbrev=False)
     p.add_argument("--store", required=True, help="store URL: a path, file:// or s3://")
     p.add_argument("--date", help="the UTC day, YYYY-MM-DD (default: yesterday)")
     p.add_argument("--exchange", default="binance")
