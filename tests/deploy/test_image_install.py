@@ -166,6 +166,7 @@ def test_the_dockerfile_install_steps_give_a_working_booktape(tmp_path: Path) ->
     assert len(objects) >= 2, f"expected raw objects, found {objects}"
     today = dt.datetime.now(dt.UTC).date()
     previous_u = None
+    total = 0
     for path in objects:
         key = parse_raw_key(str(path.relative_to(store)))
         assert (key.exchange, key.symbol, key.region, key.collector) == (
@@ -175,11 +176,15 @@ def test_the_dockerfile_install_steps_give_a_working_booktape(tmp_path: Path) ->
         result = read_object(path.read_bytes(), path.name)
         assert not result.truncated
         events = [json.loads(r.raw)["data"] for r in result.records if isinstance(r, Msg)]
-        assert events, f"{path.name} holds no frames"
+        total += len(events)
+        if not events:  # a rotation with only a snapshot or connection records in it
+            assert (key.first_id, key.last_id) == (0, 0), f"{path.name} names ids it lacks"
+            continue
         assert (events[0]["U"], events[-1]["u"]) == (key.first_id, key.last_id)
         for event in events:  # one continuous stream across the objects
             if previous_u is not None:
                 assert event["U"] == previous_u + 1
             previous_u = event["u"]
+    assert total >= 10, "the collect recorded (almost) no frames"
     assert _tree(venv) == before, "the run wrote into the installed tree (read-only in the image)"
     assert {p.name for p in workdir.iterdir()} <= {"spool"}
