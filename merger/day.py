@@ -358,7 +358,7 @@ async def merge_symbol(
     with tempfile.TemporaryDirectory(prefix="booktape-merge-") as tmp:
         writer = DayWriter(
             Path(tmp), exchange=exchange, channel=CHANNEL, symbol=symbol, date=date_text,
-            market=market,
+            market=market, keep_book=False,  # the stitcher gives the closing book
         )  # fmt: skip
         try:
             await asyncio.to_thread(writer.add_all, items)

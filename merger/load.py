@@ -37,7 +37,7 @@ from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
 from booktape.binance import Market, decode_snapshot, parse_depth_header
-from booktape.codec import Header, Msg, Snap, encode_record, read_object
+from booktape.codec import Header, Msg, Snap, encode_read_msg, encode_record, read_object
 from booktape.errors import CorruptObjectError, FrameError, KeyLayoutError
 from booktape.keys import RawKey, parse_raw_key
 from booktape.stores import Store
@@ -209,7 +209,7 @@ class ChunkReader:
         if last is not None and header.last_id <= last:
             return None  # this connection gave it already (a resealed chunk)
         self._last_u[name] = header.last_id
-        return StreamEvent(source, name, record.t, header, record.raw, encode_record(record))
+        return StreamEvent(source, name, record.t, header, record.raw, encode_read_msg(record))
 
     def _snapshot(self, source: str, key: str, symbol: str, record: Snap) -> SourceSnapshot | None:
         status = record.extra.get("status")

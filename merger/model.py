@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from booktape.binance import DepthHeader, DepthSnapshot
+from booktape.binance import DepthEvent, DepthHeader, DepthSnapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,7 @@ class StreamEvent:
     header: DepthHeader  # ids and exchange time, read from the frame
     frame: bytes  # the frame, verbatim (raw or combined)
     line: bytes  # the record line as stored, verbatim (for deltas.jsonl.zst)
+    decoded: DepthEvent | None = None  # its levels, once the stitcher has decoded it
 
 
 @dataclass(frozen=True, slots=True)

@@ -341,7 +341,7 @@ class Stitcher:
             if pending is not None:
                 yield pending
                 pending = None
-            yield picked
+            yield dataclasses.replace(picked, decoded=event)  # the writer needs no decode
         left: set[tuple[int, int]] = set()
         self._cursors.drain(left)
         log.unusable_before_anchor += len(left)

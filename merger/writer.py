@@ -185,8 +185,10 @@ class DayWriter:
         symbol: str,
         date: str,
         market: Market = Market.SPOT,
+        keep_book: bool = True,
     ) -> None:
         self.workdir = workdir
+        self._keep_book = keep_book  # replay a book for closing_book() (the merge has one)
         self.exchange, self.symbol, self.date, self.market = exchange, symbol, date, market
         workdir.mkdir(parents=True, exist_ok=True)
         self._levels = _LevelRows(workdir / LEVELS_FILE)
@@ -223,25 +225,27 @@ class DayWriter:
         self._levels.add(ids, image.asks, "ask", snapshot=True, source=image.source)
         self._deltas.write_line(image_line(image))
         self._book = OrderBook()
-        self._book.apply_levels(image.bids, image.asks)
+        if self._keep_book:
+            self._book.apply_levels(image.bids, image.asks)
         self._book.update_id = uid
         self._last_ts = image.local_ts
         self.images += 1
 
     def _add_event(self, event: StreamEvent) -> None:
-        decoded = decode_depth(event.frame, self.market)
+        decoded = event.decoded or decode_depth(event.frame, self.market)
         h = event.header
         ids = (event.recv_ns, h.event_time, h.prev_id, h.first_id, h.last_id)
         self._levels.add(ids, decoded.bids, "bid", snapshot=False, source=event.source)
         self._levels.add(ids, decoded.asks, "ask", snapshot=False, source=event.source)
         self._deltas.write_line(event.line if event.line.endswith(b"\n") else event.line + b"\n")
-        self._book.apply(decoded)
+        if self._keep_book:
+            self._book.apply(decoded)
         self._last_ts = event.recv_ns
         self.events += 1
 
     def closing_book(self) -> BookImage | None:
-        """The book as the items left it (None before any book image)."""
-        if self._book.update_id is None:
+        """The book as the items left it (None before any book image, or without a book)."""
+        if self._book.update_id is None or not self._keep_book:
             return None
         return BookImage(
             local_ts=self._last_ts,

@@ -485,3 +485,13 @@ def test_writer_stops_after_a_failed_write() -> None:
         writer.flush()
     with pytest.raises(CodecError, match="closed"):
         writer.write_msg(T0, "c", REAL_FRAME)
+
+
+def test_a_read_back_msg_encodes_to_the_line_encode_msg_gives() -> None:
+    from booktape.codec import Msg, decode_line, encode_msg, encode_read_msg  # noqa: PLC0415
+
+    for frame in (b'{"e":"depthUpdate","u":5}', b'{"a":\n1}', b'{"x":"\\r"}', b"[1, 2]"):
+        line = encode_msg(123_456_789, "eu.c1:7", frame)
+        record = decode_line(line.rstrip(b"\n"))
+        assert isinstance(record, Msg)
+        assert encode_read_msg(record) == line
