@@ -142,20 +142,21 @@ class _LevelRows:
         snapshot: bool,
         source: str,
     ) -> None:
+        levels = levels if isinstance(levels, (list, tuple)) else list(levels)
+        n = len(levels)
+        if not n:
+            return
         local_ts, exchange_ts, prev_id, first_id, last_id = ids
         c = self._cols
-        for price, qty in levels:
-            c["local_ts"].append(local_ts)
-            c["exchange_ts"].append(exchange_ts)
-            c["prev_update_id"].append(prev_id)
-            c["first_update_id"].append(first_id)
-            c["last_update_id"].append(last_id)
-            c["side"].append(side)
-            c["price"].append(float(price))
-            c["qty"].append(float(qty))
-            c["is_snapshot"].append(snapshot)
-            c["source"].append(source)
-            self.rows += 1
+        for name, value in (
+            ("local_ts", local_ts), ("exchange_ts", exchange_ts), ("prev_update_id", prev_id),
+            ("first_update_id", first_id), ("last_update_id", last_id), ("side", side),
+            ("is_snapshot", snapshot), ("source", source),
+        ):  # fmt: skip
+            c[name].extend([value] * n)
+        c["price"].extend([float(price) for price, _ in levels])
+        c["qty"].extend([float(qty) for _, qty in levels])
+        self.rows += n
 
     def maybe_flush(self) -> None:
         """Write a row group once a batch is full (called between events only)."""
