@@ -1,18 +1,21 @@
-"""Soak: a collector against the simulator for a while; does its memory grow?
+"""Soak: one collector at a high rate for a while; does its memory grow?
 
-Starts ``booktape sim`` and one ``booktape collect`` (subprocesses, loopback only), samples
-the collector's resident set size every few seconds from /proc, and reports the curve and
-``rss_growth``: the mean RSS of the last quarter over the mean of the first quarter after a
-warm-up, minus 1 (0.05 = grew 5 %). The collector rotates its connections and chunks on
-short timers so that every code path turns over many times.
+Starts the loopback frame source (:mod:`bench.framesource`, real BTCUSDT frames renamed per
+symbol, capped at ``--rate`` frames/s in all) and one ``booktape collect`` (subprocesses,
+loopback only, a temporary local store). Every code path turns over many times: chunks
+rotate every 10 s (sealed, uploaded), connections rotate make-before-break every 20-40 s,
+snapshots are taken every 30 s. The collector's resident set size is read from /proc
+every ``--interval`` seconds.
 
-    python -m bench.soak [--seconds 600] [--symbols 10] [--quick] [--json]
+``rss_growth`` = the mean RSS of the last quarter of the samples after the warm-up (the
+first quarter of the run, at most 60 s) over the mean of the first quarter, minus 1
+(0.05 = grew 5 %). Target: under 0.05.
+
+    python -m bench.soak [--seconds 600] [--rate 10000] [--symbols 400] [--quick] [--json]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import signal
@@ -22,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT",
-           "TRXUSDT", "LTCUSDT", "DOTUSDT", "LINKUSDT", "AVAXUSDT"]  # fmt: skip
+from bench.collector import PER_CONNECTION, Source, symbol_names
+from bench.common import emit, machine, parser
 
 
 def rss_bytes(pid: int) -> int:
@@ -33,32 +36,36 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def growth(samples: list[tuple[float, int]], seconds: float) -> tuple[list[int], float]:
+    """The samples after the warm-up, and last quarter's mean over first quarter's, - 1."""
+    warm = [rss for t, rss in samples if t >= min(60.0, seconds / 4)]
+    if not warm:
+        raise SystemExit("no RSS sample after the warm-up: run longer")
+    quarter = max(1, len(warm) // 4)
+    return warm, (sum(warm[-quarter:]) / quarter) / (sum(warm[:quarter]) / quarter) - 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=600.0)
-    parser.add_argument("--symbols", type=int, default=10)
-    parser.add_argument("--interval", type=float, default=5.0)
-    parser.add_argument("--quick", action="store_true", help="50 s")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    seconds = 50.0 if args.quick else args.seconds
-    symbols = ",".join(SYMBOLS[: args.symbols])
+    p = parser("soak", __doc__)
+    p.add_argument("--seconds", type=float, default=600.0, help="how long (default 10 min)")
+    p.add_argument("--rate", type=float, default=10_000.0, help="frames/s in all")
+    p.add_argument("--symbols", type=int, default=400)
+    p.add_argument("--interval", type=float, default=10.0, help="RSS sampling period (s)")
+    args = p.parse_args(argv)
+    seconds, interval = (50.0, 2.0) if args.quick else (args.seconds, args.interval)
+    connections = -(-args.symbols // PER_CONNECTION)
     work = Path(tempfile.mkdtemp(prefix="booktape-soak-"))
-    booktape = [sys.executable, "-m", "booktape.cli"]
-    sim = subprocess.Popen(
-        [*booktape, "sim", "--symbols", symbols], stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+    source = Source(args.rate / connections)
     collector: subprocess.Popen[bytes] | None = None
     samples: list[tuple[float, int]] = []
     try:
-        assert sim.stdout is not None
-        ready = json.loads(sim.stdout.readline())
         env = {**os.environ, "BOOKTAPE_LIFETIME_MIN_S": "20", "BOOKTAPE_LIFETIME_MAX_S": "40"}
         collector = subprocess.Popen(
-            [*booktape, "collect", "--symbols", symbols, "--region", "soak", "--collector", "c1",
+            [sys.executable, "-m", "booktape.cli", "collect",
+             "--symbols", ",".join(symbol_names(args.symbols)),
+             "--region", "soak", "--collector", "c1",
              "--store", str(work / "store"), "--spool-dir", str(work / "spool"),
-             "--ws-url", ready["binance_ws"], "--rest-url", ready["binance_rest"],
+             "--ws-url", source.ws, "--rest-url", source.rest,
              "--rotation", "10s", "--snapshot-interval", "30s", "--log-level", "warning"],
             env=env, stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -67,34 +74,33 @@ def main(argv: list[str] | None = None) -> int:
             if collector.poll() is not None:
                 raise RuntimeError(f"collector exited early with {collector.returncode}")
             samples.append((elapsed, rss_bytes(collector.pid)))
-            time.sleep(args.interval)
+            time.sleep(interval)
         collector.send_signal(signal.SIGTERM)
-        code = collector.wait(timeout=60)
+        code = collector.wait(timeout=120)
     finally:
-        for proc in (collector, sim):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        if collector is not None and collector.poll() is None:
+            collector.kill()
+            collector.wait()
+        source.close()
         objects = sum(1 for _ in (work / "store").rglob("*.jsonl.zst"))
         shutil.rmtree(work, ignore_errors=True)
-    warm = [rss for t, rss in samples if t >= min(30.0, seconds / 4)]
-    quarter = max(1, len(warm) // 4)
-    growth = (sum(warm[-quarter:]) / quarter) / (sum(warm[:quarter]) / quarter) - 1
+    warm, rss_growth = growth(samples, seconds)
     for t, rss in samples:
         print(f"{t:7.1f} s  rss {rss / 2**20:7.1f} MiB")
-    figures = {
+    figures: dict[str, object] = {
+        "machine": machine(),
         "seconds": round(seconds, 1),
         "symbols": args.symbols,
+        "rate_fps": args.rate,
+        "samples": len(samples),
         "rss_first_mib": round(warm[0] / 2**20, 1),
         "rss_last_mib": round(warm[-1] / 2**20, 1),
         "rss_max_mib": round(max(warm) / 2**20, 1),
-        "rss_growth": round(growth, 4),
         "objects": objects,
         "exit_code": code,
+        "rss_growth": round(rss_growth, 4),
     }
-    print(f"rss growth {growth:+.1%} over {seconds:.0f} s, {objects} objects, exit {code}")
-    if args.json:
-        print(json.dumps(figures))
+    emit("soak", figures, args.json)
     return 0 if code == 0 else 1
 
 

@@ -187,6 +187,14 @@ def _int(pattern: re.Pattern[bytes], frame: bytes, end: int, name: str) -> int:
     return int(found.group(1))
 
 
+# Binance's own layout of a spot event, raw or combined: one match reads every field. Any
+# other layout (futures, reordered keys, spaces) takes the general path below.
+_SPOT_LAYOUT = re.compile(
+    rb'(?:\{"stream":"([^"\\]*)","data":)?\{"e":"depthUpdate","E":(\d+),"s":"([^"\\]*)",'
+    rb'"U":(\d+),"u":(\d+),"[ba]":\['
+)
+
+
 def parse_depth_header(frame: bytes, market: Market = Market.SPOT) -> DepthHeader:
     """Extract symbol, ``U``, ``u``, ``pu`` and ``E`` from a raw or combined depth frame.
 
@@ -195,6 +203,25 @@ def parse_depth_header(frame: bytes, market: Market = Market.SPOT) -> DepthHeade
     (``U > u``, futures without ``pu``). The frame is not otherwise validated: the
     collector stores it verbatim and the merger decodes it fully with :func:`decode_depth`.
     """
+    fast = None if market.is_futures else _SPOT_LAYOUT.match(frame)
+    if fast is not None and fast.start(2) - len(b',"E":') <= 200:  # as _DEPTH's search
+        stream, event_time, symbol, first_text, last_text = fast.groups()
+        first, last = int(first_text), int(last_text)
+        if first > last:
+            raise FrameError(f"depth event with U {first} > u {last}")
+        return DepthHeader(
+            symbol=symbol.decode("ascii", "replace"),
+            first_id=first,
+            last_id=last,
+            prev_id=first - 1,
+            event_time=int(event_time),
+            stream=stream.decode("ascii", "replace") if stream is not None else None,
+        )
+    return _parse_depth_header(frame, market)
+
+
+def _parse_depth_header(frame: bytes, market: Market) -> DepthHeader:
+    """The general path: each field searched on its own, in any order and spacing."""
     if not _DEPTH.search(frame, 0, 200):
         raise FrameError(f"not a depthUpdate frame: {frame[:120]!r}")
     levels = _LEVELS.search(frame)

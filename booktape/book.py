@@ -41,15 +41,34 @@ def _decimal(text: str, what: str) -> Decimal:
     return value
 
 
-class _BookSide:
-    """One side: price -> (price string, qty string), with prices kept sorted ascending."""
+_CACHE_MAX = 1 << 16  # strings remembered per cache (prices per side; quantities overall)
+_ZERO_QTY: dict[str, bool] = {}  # quantity string -> is zero (validated once)
 
-    __slots__ = ("_levels", "_prices", "_reverse")
+
+def _is_zero_qty(qty: str) -> bool:
+    zero = _ZERO_QTY.get(qty)
+    if zero is None:
+        zero = _decimal(qty, "quantity") == 0
+        if len(_ZERO_QTY) >= _CACHE_MAX:
+            _ZERO_QTY.clear()
+        _ZERO_QTY[qty] = zero
+    return zero
+
+
+class _BookSide:
+    """One side: price -> (price string, qty string), with prices kept sorted ascending.
+
+    The hot path is :meth:`update`: a price string seen before maps to its Decimal key
+    through a cache (prices repeat all day), and a quantity string to "is zero" likewise.
+    """
+
+    __slots__ = ("_keys", "_levels", "_prices", "_reverse")
 
     def __init__(self, reverse: bool) -> None:
         self._levels: dict[Decimal, tuple[str, str]] = {}
         self._prices: list[Decimal] = []  # ascending
         self._reverse = reverse  # True for bids: best is the highest price
+        self._keys: dict[str, Decimal] = {}  # price string -> its validated Decimal
 
     def __len__(self) -> int:
         return len(self._prices)
@@ -59,14 +78,29 @@ class _BookSide:
         self._prices.clear()
 
     def set(self, price: str, qty: str) -> None:
-        key = _decimal(price, "price")
-        if _decimal(qty, "quantity") == 0:
-            if self._levels.pop(key, None) is not None:
-                del self._prices[bisect_left(self._prices, key)]
-            return
-        if key not in self._levels:
-            insort(self._prices, key)
-        self._levels[key] = (price, qty)
+        self.update(((price, qty),))
+
+    def update(self, levels: Iterable[Level]) -> None:
+        """Set each level's absolute quantity; zero removes it."""
+        keys, book, prices = self._keys, self._levels, self._prices
+        zeros = _ZERO_QTY
+        for price, qty in levels:
+            key = keys.get(price)
+            if key is None:
+                key = _decimal(price, "price")
+                if len(keys) >= _CACHE_MAX:
+                    keys.clear()
+                keys[price] = key
+            zero = zeros.get(qty)
+            if zero is None:
+                zero = _is_zero_qty(qty)
+            if zero:
+                if book.pop(key, None) is not None:
+                    del prices[bisect_left(prices, key)]
+            else:
+                if key not in book:
+                    insort(prices, key)
+                book[key] = (price, qty)
 
     def remove(self, price: Decimal) -> None:
         if self._levels.pop(price, None) is not None:
@@ -207,19 +241,15 @@ class OrderBook:
         """
         self._bids.clear()
         self._asks.clear()
-        for price, qty in snapshot.bids:
-            self._bids.set(price, qty)
-        for price, qty in snapshot.asks:
-            self._asks.set(price, qty)
+        self._bids.update(snapshot.bids)
+        self._asks.update(snapshot.asks)
         self.update_id = snapshot.last_update_id
         self.coverage = Window.of(snapshot, limit)
 
     def apply_levels(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
         """Set absolute quantities; a zero quantity removes the level."""
-        for price, qty in bids:
-            self._bids.set(price, qty)
-        for price, qty in asks:
-            self._asks.set(price, qty)
+        self._bids.update(bids)
+        self._asks.update(asks)
 
     def apply(self, event: DepthEvent) -> None:
         """Apply an event and move the book to its ``u`` (the caller checks splicing)."""

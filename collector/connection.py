@@ -19,6 +19,9 @@ What goes where:
 - ``conn`` records ``open``, ``subscribe`` and ``close`` (with code and reason) for every
   symbol concerned.
 
+Per-symbol frame metrics (frames, bytes, last id, last frame time) are brought up to date
+every ``METRICS_EVERY_NS`` while frames flow and when the connection ends, not per frame.
+
 Staleness: the connection is replaced when nothing arrived from the server -- no frame and
 no ping -- for ``stale_after_s`` while the reader was waiting for the network (time spent
 waiting on a full record queue does not count). Server pings are seen by tapping the
@@ -60,6 +63,9 @@ from collector.types import Item, RecordSink
 log = logging.getLogger("collector.connection")
 
 _BAD = b'{"k":"bad"'  # how encode_msg starts a record for a frame that is not JSON
+
+#: How often the per-symbol frame metrics are brought up to date while frames flow.
+METRICS_EVERY_NS = 250_000_000
 
 #: Time between two requests we send (SUBSCRIBE...): under 5 incoming messages a second.
 REQUEST_SPACING_S = 0.25
@@ -154,6 +160,9 @@ class FeedConnection:
         self._last_request = 0.0
         self._request_lock = asyncio.Lock()
         self._children: dict[str, tuple[Any, Any, Any, Any]] = {}
+        # per-symbol [frames, bytes, last id, last receive ns] not yet in the metrics
+        self._counts: dict[str, list[int]] = {}
+        self._metrics_due_ns = 0
 
     # --- state ---------------------------------------------------------------------
 
@@ -225,6 +234,7 @@ class FeedConnection:
             return
         self.ended.set()
         self._metrics.connections.dec()
+        self._flush_metrics()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ws.close(1000, self._our_reason or ""), 1.0)
         ws.transport.abort()
@@ -312,24 +322,44 @@ class FeedConnection:
             track.run_events += 1
         track.last_id = header.last_id
         await self._sink.put(Item(symbol, line, recv_ns, header.first_id, header.last_id))
-        children = self._children.get(symbol)
-        if children is None:
-            m = self._metrics
-            children = self._children[symbol] = (
-                m.frames.labels(symbol),
-                m.frame_bytes.labels(symbol),
-                m.last_update_id.labels(symbol),
-                m.last_frame.labels(symbol),
-            )
-        frames, frame_bytes, last_id, last_frame = children
-        frames.inc()
-        frame_bytes.inc(len(frame))
-        last_id.set(header.last_id)
-        last_frame.set(recv_ns / 1e9)
+        counts = self._counts.get(symbol)
+        if counts is None:
+            counts = self._counts[symbol] = [0, 0, 0, 0]
+        counts[0] += 1
+        counts[1] += len(frame)
+        counts[2] = header.last_id
+        counts[3] = recv_ns
+        if recv_ns >= self._metrics_due_ns:
+            self._flush_metrics(recv_ns)
         if broke:
             self._metrics.breaks.labels(symbol).inc()
             self._listener.on_break(self, symbol)
         self._listener.on_depth(self, symbol, track, header)
+
+    def _flush_metrics(self, now_ns: int | None = None) -> None:
+        """Hand the per-symbol counts to the metrics: at most every METRICS_EVERY_NS on the
+        hot path (a lock and four calls per frame cost more than the rest of the frame's
+        bookkeeping), and when the connection ends."""
+        if now_ns is not None:
+            self._metrics_due_ns = now_ns + METRICS_EVERY_NS
+        m = self._metrics
+        for symbol, counts in self._counts.items():
+            if not counts[0]:
+                continue
+            children = self._children.get(symbol)
+            if children is None:
+                children = self._children[symbol] = (
+                    m.frames.labels(symbol),
+                    m.frame_bytes.labels(symbol),
+                    m.last_update_id.labels(symbol),
+                    m.last_frame.labels(symbol),
+                )
+            frames, frame_bytes, last_id, last_frame = children
+            frames.inc(counts[0])
+            frame_bytes.inc(counts[1])
+            last_id.set(counts[2])
+            last_frame.set(counts[3] / 1e9)
+            counts[0] = counts[1] = 0
 
     async def _other(
         self, frame: bytes, recv_ns: int, binary: bool, line: bytes | None = None

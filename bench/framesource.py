@@ -1,0 +1,250 @@
+"""A loopback Binance stand-in that pushes depth frames as fast as a client reads them.
+
+Raw asyncio, no websockets library on the sending side: after a real HTTP/1.1 upgrade
+handshake it writes pre-encoded, unmasked text frames in large batches, so the source is
+never the bottleneck of a collector benchmark. It speaks just enough of Binance's spot
+protocol for the collector:
+
+- ``GET /stream?streams=<sym>@depth@100ms/...`` (combined streams) upgrades to a websocket
+  that carries ``{"stream":..,"data":{depthUpdate}}`` frames for its symbols, round robin;
+  client pings get pongs, ``SUBSCRIBE``/``UNSUBSCRIBE`` get ``{"result":null,"id":..}``,
+  a close frame is answered and ends the connection;
+- ``GET /api/v3/depth?symbol=..`` answers a REST snapshot (keep-alive).
+
+The payloads are real BTCUSDT frames from the hftbacktest recording (sizes and level
+counts as recorded), renamed per symbol. Update ids are continuous per connection and
+track the clock in microseconds (``u = max(U, now_us)``), and a new connection starts
+10 s in the past: a rotation's successor therefore always covers the old connection's
+last id, and a snapshot (``lastUpdateId = now_us``) is always fresh.
+
+    python -m bench.framesource [--rate FRAMES_PER_S_PER_CONNECTION]   # prints {"port": N}
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import re
+import struct
+import sys
+import time
+from itertools import cycle
+from urllib.parse import parse_qs, urlsplit
+
+from bench.common import recorded_depth
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_TAIL = re.compile(rb'"u":\d+')
+_BATCH_BYTES = 256 * 1024
+_BACKFILL_US = 10_000_000  # a new connection's first event starts this far in the past
+
+
+def ws_header(length: int, opcode: int = 0x1) -> bytes:
+    """The header of one unmasked, final server frame."""
+    if length < 126:
+        return struct.pack("!BB", 0x80 | opcode, length)
+    if length < 1 << 16:
+        return struct.pack("!BBH", 0x80 | opcode, 126, length)
+    return struct.pack("!BBQ", 0x80 | opcode, 127, length)
+
+
+def templates(frames: list[bytes]) -> list[bytes]:
+    """What follows ``"u":<id>`` in each recorded event: its level lists and closing brace."""
+    tails = []
+    for frame in frames:
+        match = _TAIL.search(frame)
+        if match is not None:
+            tails.append(frame[match.end() :] + b"}")  # + the combined wrapper's brace
+    return tails
+
+
+class Streams:
+    """The frames of one connection: its symbols round robin, ids continuous per symbol."""
+
+    def __init__(self, tails: list[bytes], symbols: list[str]) -> None:
+        self._tails = cycle(tails)
+        self.symbols: dict[str, tuple[bytes, bytes]] = {}
+        self._last: dict[str, int] = {}
+        self.add(symbols)
+
+    def add(self, symbols: list[str]) -> None:
+        start = time.time_ns() // 1000 - _BACKFILL_US
+        for symbol in symbols:
+            if symbol in self.symbols:
+                continue
+            lower = symbol.lower().encode()
+            prefix = b'{"stream":"%s@depth@100ms","data":{"e":"depthUpdate","E":' % lower
+            self.symbols[symbol] = (prefix, b',"s":"%s","U":' % symbol.upper().encode())
+            self._last[symbol] = start
+
+    def remove(self, symbols: list[str]) -> None:
+        for symbol in symbols:
+            self.symbols.pop(symbol, None)
+            self._last.pop(symbol, None)
+
+    def batch(self, max_frames: int) -> tuple[bytes, int]:
+        """Up to ``_BATCH_BYTES`` of encoded frames (at most ``max_frames``)."""
+        now_us = time.time_ns() // 1000
+        event_ms = now_us // 1000
+        parts: list[bytes] = []
+        size = frames = 0
+        last, tails = self._last, self._tails
+        while size < _BATCH_BYTES and frames < max_frames:
+            for symbol, (prefix, mid) in self.symbols.items():
+                first = last[symbol] + 1
+                final = first if first > now_us else now_us
+                last[symbol] = final
+                body = b'%s%d%s%d,"u":%d%s' % (prefix, event_ms, mid, first, final, next(tails))
+                parts.append(ws_header(len(body)))
+                parts.append(body)
+                size += len(body)
+                frames += 1
+            if not self.symbols:
+                break
+        return b"".join(parts), frames
+
+
+class FrameSource:
+    """The server; ``rate`` caps frames per second per connection (0: as fast as read)."""
+
+    def __init__(self, rate: float = 0.0) -> None:
+        frames, snapshot = recorded_depth()
+        self._tails = templates(frames)
+        self._snapshot_rest = snapshot[re.match(rb'\{"lastUpdateId":\d+', snapshot).end() :]  # type: ignore[union-attr]
+        self.rate = rate
+        self.sent = 0
+
+    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
+        return await asyncio.start_server(self._handle, host, port, limit=1 << 22)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                request_line, *header_lines = head.decode("latin-1").split("\r\n")
+                path = request_line.split(" ")[1]
+                headers = {}
+                for line in header_lines:
+                    if ":" in line:
+                        name, value = line.split(":", 1)
+                        headers[name.strip().lower()] = value.strip()
+                if headers.get("upgrade", "").lower() == "websocket":
+                    await self._websocket(path, headers, reader, writer)
+                    return
+                self._rest(path, writer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def _rest(self, path: str, writer: asyncio.StreamWriter) -> None:
+        url = urlsplit(path)
+        if url.path.endswith("/depth") and parse_qs(url.query).get("symbol"):
+            status = b"200 OK"
+            body = b'{"lastUpdateId":%d%s' % (time.time_ns() // 1000, self._snapshot_rest)
+        else:
+            status, body = b"404 Not Found", b'{"code":-1,"msg":"not served by bench"}'
+        writer.write(
+            b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"X-MBX-USED-WEIGHT-1M: 1\r\n\r\n%s" % (status, len(body), body)
+        )
+
+    async def _websocket(
+        self,
+        path: str,
+        headers: dict[str, str],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        key = headers["sec-websocket-key"].encode()
+        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())  # RFC 6455's accept key
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % accept
+        )
+        query = parse_qs(urlsplit(path).query).get("streams", [""])[0]
+        symbols = [s.split("@", 1)[0].upper() for s in query.split("/") if s]
+        streams = Streams(self._tails, symbols)
+        writer.transport.set_write_buffer_limits(high=1 << 20)
+        pump = asyncio.create_task(self._pump(streams, writer))
+        try:
+            await self._read_client(streams, reader, writer)
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await pump
+
+    async def _pump(self, streams: Streams, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        start, sent = loop.time(), 0
+        while True:
+            limit = 1 << 30
+            if self.rate > 0:
+                due = int((loop.time() - start) * self.rate) - sent
+                if due <= 0:
+                    await asyncio.sleep(0.005)
+                    continue
+                limit = due
+            data, frames = streams.batch(limit)
+            sent += frames
+            self.sent += frames
+            writer.write(data)
+            await writer.drain()
+
+    async def _read_client(
+        self, streams: Streams, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Client frames are masked; answer pings, requests and the close."""
+        while True:
+            b0, b1 = await reader.readexactly(2)
+            length = b1 & 0x7F
+            if length == 126:
+                (length,) = struct.unpack("!H", await reader.readexactly(2))
+            elif length == 127:
+                (length,) = struct.unpack("!Q", await reader.readexactly(8))
+            mask = await reader.readexactly(4) if b1 & 0x80 else b"\0\0\0\0"
+            raw = await reader.readexactly(length)
+            payload = bytes(c ^ mask[i % 4] for i, c in enumerate(raw))
+            opcode = b0 & 0x0F
+            if opcode == 0x9:  # ping
+                writer.write(ws_header(len(payload), 0xA) + payload)
+            elif opcode == 0x8:  # close
+                writer.write(ws_header(len(payload[:2]), 0x8) + payload[:2])
+                await writer.drain()
+                return
+            elif opcode == 0x1:
+                request = json.loads(payload)
+                names = [p.split("@", 1)[0].upper() for p in request.get("params", [])]
+                if request.get("method") == "SUBSCRIBE":
+                    streams.add(names)
+                elif request.get("method") == "UNSUBSCRIBE":
+                    streams.remove(names)
+                reply = b'{"result":null,"id":%d}' % int(request.get("id", 0))
+                writer.write(ws_header(len(reply)) + reply)
+
+
+async def _main(rate: float) -> None:
+    source = FrameSource(rate)
+    server = await source.serve()
+    port = server.sockets[0].getsockname()[1]
+    print(json.dumps({"port": port}), flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.framesource", description=__doc__)
+    p.add_argument("--rate", type=float, default=0.0, help="frames/s per connection, 0: max")
+    args = p.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_main(args.rate))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
