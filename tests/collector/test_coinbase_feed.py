@@ -252,7 +252,7 @@ async def test_wall_clock_step_reanchors_without_repeating_or_shifting(
             task = asyncio.create_task(feed.run())
             await asyncio.sleep(1.6)
             offset[0] = int(step_s * SEC)
-            await asyncio.sleep(2.6 if step_s > 0 else 4.2)
+            await asyncio.sleep(2.6 if step_s > 0 else 5.5)  # back: wait out the step, resume
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
