@@ -1,6 +1,7 @@
-"""The canonical formats' schemas, shared by the merger (writes) and the reading API (reads).
+"""The canonical formats, shared by the merger (writes) and the reading API (reads).
 
-DESIGN.md "Canonical output": ``levels.parquet`` has one row per price-level change.
+DESIGN.md "Canonical output": ``levels.parquet`` has one row per price-level change; a day
+is done when its ``_MANIFEST.json`` exists.
 """
 
 from __future__ import annotations
@@ -8,6 +9,9 @@ from __future__ import annotations
 from typing import Final
 
 import pyarrow as pa
+
+LEVELS_FILE: Final = "levels.parquet"
+MANIFEST_FILE: Final = "_MANIFEST.json"  # written last: a day without it is not done
 
 #: The schema of levels.parquet, exactly as DESIGN.md gives it.
 LEVELS_SCHEMA: Final = pa.schema(

@@ -38,15 +38,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from booktape.canonical import LEVELS_SCHEMA
+from booktape.canonical import LEVELS_FILE, LEVELS_SCHEMA, MANIFEST_FILE
 from booktape.errors import BooktapeError, ConfigError, InvalidNameError
 from booktape.keys import NS_PER_DAY, canonical_key, parse_date, validate_exchange, validate_name
 from booktape.levelbook import REPLAY_COLUMNS, Level, LevelBook, event_chunks
 from booktape.stores import LocalStore, Store, open_store
 
 CHANNEL: Final = "depth"
-LEVELS_FILE: Final = "levels.parquet"
-MANIFEST_FILE: Final = "_MANIFEST.json"
 BATCH_ROWS: Final = 65_536
 MAX_DAYS: Final = 3660
 _EPOCH: Final = dt.date(1970, 1, 1)

@@ -39,6 +39,7 @@ from typing import Any, Final
 import orjson
 
 from booktape import __version__
+from booktape.canonical import MANIFEST_FILE
 from booktape.codec import DataRecord, Snap, read_object
 from booktape.coinbase import PricePoint, is_crossed, parse_book
 from booktape.errors import CorruptObjectError, FrameError, KeyLayoutError
@@ -65,7 +66,7 @@ from merger.coinbase_write import (
 from merger.day import DayResult, SymbolResult, shard_of
 from merger.gaps import encode_report
 from merger.load import header_mismatch
-from merger.writer import GAPS_FILE, MANIFEST_FILE, build_manifest, file_digest, manifest_inputs
+from merger.writer import GAPS_FILE, build_manifest, file_digest, manifest_inputs
 
 log = logging.getLogger("booktape.merger")
 

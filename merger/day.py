@@ -29,6 +29,7 @@ import orjson
 
 from booktape import __version__
 from booktape.binance import SPECS, Market
+from booktape.canonical import LEVELS_FILE, MANIFEST_FILE
 from booktape.errors import ConfigError, KeyLayoutError
 from booktape.keys import canonical_key, format_date, parse_raw_key, raw_prefix, status_key
 from booktape.stores import Store
@@ -41,8 +42,6 @@ from merger.writer import (
     CLOSING_FILE,
     DELTAS_FILE,
     GAPS_FILE,
-    LEVELS_FILE,
-    MANIFEST_FILE,
     DayWriter,
     build_manifest,
     decode_closing,

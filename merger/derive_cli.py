@@ -23,6 +23,7 @@ from typing import Final
 import orjson
 import pyarrow.parquet as pq
 
+from booktape.canonical import LEVELS_FILE, MANIFEST_FILE
 from booktape.cli import CommandParser
 from booktape.errors import ConfigError, InvalidNameError
 from booktape.keys import NS_PER_DAY, canonical_key, parse_date
@@ -30,8 +31,6 @@ from booktape.levelbook import REPLAY_COLUMNS, event_chunks
 from booktape.read import (
     BATCH_ROWS,
     CHANNEL,
-    LEVELS_FILE,
-    MANIFEST_FILE,
     day_file,
     ready_days,
     to_ns,

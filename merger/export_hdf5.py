@@ -39,11 +39,11 @@ import pyarrow.parquet as pq
 from booktape import __version__
 from booktape.cli import CommandParser
 from booktape.coinbase import PRICE_KINDS, validate_product
-from booktape.errors import BooktapeError, ConfigError, InvalidNameError, KeyLayoutError
-from booktape.keys import canonical_key, parse_canonical_key, parse_date
+from booktape.errors import BooktapeError, ConfigError, InvalidNameError
+from booktape.keys import canonical_key, parse_date
 from booktape.stores import Store, open_store
 from merger.coinbase_write import PRICES_FILE, SNAPSHOTS_FILE, hhmmss
-from merger.writer import MANIFEST_FILE
+from merger.gaps_cli import merged_symbols
 
 EXCHANGE: Final = "coinbase"
 PRICE_POINTS: Final = "price-points"
@@ -72,24 +72,11 @@ def slot_name(slot_ns: int) -> str:
     return f"{text[0:2]}{text[3:5]}:{text[6:8]}"
 
 
-async def _merged(store: Store, channel: str, date: dt.date) -> list[str]:
-    """The symbols of ``channel`` whose day is merged (has a manifest), sorted."""
-    found: set[str] = set()
-    async for info in store.list(f"canonical/{EXCHANGE}/{channel}/"):
-        try:
-            key = parse_canonical_key(info.key)
-        except KeyLayoutError:
-            continue
-        if key.date == date and key.filename == MANIFEST_FILE:
-            found.add(key.symbol)
-    return sorted(found)
-
-
 async def fetch(
     store: Store, date: dt.date, product: str | None, workdir: Path
 ) -> tuple[str, Path, dict[str, Path]]:
     """Download the product's snapshots.parquet and every currency's prices.parquet."""
-    products = await _merged(store, "book", date)
+    products = await merged_symbols(store, EXCHANGE, "book", date)
     if not products:
         raise ExportError(
             f"no Coinbase product is merged on {date}: run booktape merge --exchange coinbase"
@@ -107,7 +94,7 @@ async def fetch(
     book = workdir / SNAPSHOTS_FILE
     await store.get_file(canonical_key(EXCHANGE, "book", product, date, SNAPSHOTS_FILE), book)
     prices: dict[str, Path] = {}
-    for currency in await _merged(store, "prices", date):
+    for currency in await merged_symbols(store, EXCHANGE, "prices", date):
         path = workdir / f"{currency}.{PRICES_FILE}"
         await store.get_file(canonical_key(EXCHANGE, "prices", currency, date, PRICES_FILE), path)
         prices[currency] = path

@@ -33,10 +33,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from booktape.canonical import LEVELS_FILE
 from booktape.cli import CommandParser
 from booktape.errors import BooktapeError, ConfigError, InvalidNameError
 from booktape.keys import canonical_key, parse_date
-from booktape.read import BATCH_ROWS, CHANNEL, LEVELS_FILE, day_file, ready_days
+from booktape.read import BATCH_ROWS, CHANNEL, day_file, ready_days
 
 #: our exchange name -> Tardis.dev's exchange id
 TARDIS_EXCHANGES: Final = {

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from booktape.canonical import MANIFEST_FILE
 from booktape.errors import ConfigError, KeyLayoutError
 from booktape.keys import (
     canonical_key,
@@ -25,11 +27,27 @@ from booktape.keys import (
     validate_name,
 )
 
+if TYPE_CHECKING:
+    from booktape.stores import Store
+
 EXIT_GAPS = 3
 
 
 #: the canonical channels whose days have gap reports, per exchange (Binance: depth)
 CHANNELS = {"coinbase": ("book", "prices")}
+
+
+async def merged_symbols(store: Store, exchange: str, channel: str, date: dt.date) -> list[str]:
+    """The symbols of a channel whose day is merged (has a ``_MANIFEST.json``), sorted."""
+    found: set[str] = set()
+    async for info in store.list(f"canonical/{exchange}/{channel}/"):
+        try:
+            key = parse_canonical_key(info.key)
+        except KeyLayoutError:
+            continue
+        if key.date == date and key.filename == MANIFEST_FILE:
+            found.add(key.symbol)
+    return sorted(found)
 
 
 async def load_reports(
@@ -38,20 +56,12 @@ async def load_reports(
     """The gaps.json of every merged symbol-day of ``date`` (by channel, then symbol)."""
     from booktape.stores import open_store  # noqa: PLC0415 - only when run
 
+    day = parse_date(date)
     reports: list[dict[str, Any]] = []
     async with open_store(store_url, s3_endpoint_url=endpoint) as store:
         for channel in CHANNELS.get(exchange, ("depth",)):
-            done: set[str] = set()
-            async for info in store.list(f"canonical/{exchange}/{channel}/"):
-                try:
-                    key = parse_canonical_key(info.key)
-                except KeyLayoutError:
-                    continue
-                if key.date.isoformat() == date and key.filename == "_MANIFEST.json":
-                    done.add(key.symbol)
-            for symbol in sorted(done):
+            for symbol in await merged_symbols(store, exchange, channel, day):
                 if symbols is None or symbol in symbols:
-                    day = parse_date(date)
                     gaps_key = canonical_key(exchange, channel, symbol, day, "gaps.json")
                     reports.append(orjson.loads(await store.get(gaps_key)))
     return reports

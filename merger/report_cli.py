@@ -35,9 +35,8 @@ def _parser() -> argparse.ArgumentParser:
 def run(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
-        day = parse_date(args.date) if args.date else dt.datetime.now(dt.UTC).date()
-        if not args.date:
-            day -= dt.timedelta(days=1)
+        yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+        day = parse_date(args.date) if args.date else yesterday
         exchange = validate_exchange(args.exchange)
         symbols = (
             {validate_name("symbol", s.strip()).upper() for s in args.symbols.split(",") if s}

@@ -32,15 +32,13 @@ import zstandard
 
 from booktape.binance import Level, Market, decode_depth
 from booktape.book import OrderBook, Side
-from booktape.canonical import LEVELS_SCHEMA
+from booktape.canonical import LEVELS_FILE, LEVELS_SCHEMA
 from booktape.codec import Header, RecordWriter, encode_snap
 from merger.model import BookImage, CanonicalItem, StreamEvent
 
-LEVELS_FILE: Final = "levels.parquet"
 DELTAS_FILE: Final = "deltas.jsonl.zst"
 CLOSING_FILE: Final = "closing_book.json.zst"
 GAPS_FILE: Final = "gaps.json"
-MANIFEST_FILE: Final = "_MANIFEST.json"
 BATCH_ROWS: Final = 100_000
 ZSTD_LEVEL: Final = 3
 CANONICAL_REGION: Final = "canonical"
