@@ -8,6 +8,7 @@ recorded bookTicker whose ``u`` is at or before that id.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Callable
 
 from booktape.binance import (
     decode_depth,
@@ -20,8 +21,12 @@ from booktape.book import OrderBook
 from simulator.recordings import Recording, book_ticker
 
 
-def rebuild(recording: Recording, symbol: str) -> tuple[OrderBook, list[tuple[int, OrderBook]]]:
-    """Join the first snapshot to the diffs and apply them all; return the book per step."""
+def rebuild(
+    recording: Recording, symbol: str, on_step: Callable[[int, OrderBook], None] | None = None
+) -> tuple[OrderBook, list[int]]:
+    """Join the first snapshot to the diffs and apply them all; return the book and the ``u``
+    of each diff applied. ``on_step(u, book)`` sees the book after each diff (and once after
+    the snapshot, with its ``lastUpdateId``)."""
     frames = recording.depth_frames(symbol)
     headers = [parse_depth_header(f.frame, recording.market) for f in frames]
     snapshot = decode_snapshot(next(s for s in recording.snapshots if s.symbol == symbol).body)
@@ -29,14 +34,18 @@ def rebuild(recording: Recording, symbol: str) -> tuple[OrderBook, list[tuple[in
     assert start is not None, "the snapshot must join the stream"
     book = OrderBook()
     book.load_snapshot(snapshot)
-    steps: list[tuple[int, OrderBook]] = []
+    if on_step is not None:
+        on_step(snapshot.last_update_id, book)
+    steps: list[int] = []
     for frame, header in zip(frames[start:], headers[start:], strict=True):
         assert book.update_id is not None
         assert splices(book.update_id, header.prev_id, header.last_id), (
             f"break at u={header.last_id}: book at {book.update_id}, prev {header.prev_id}"
         )
         book.apply(decode_depth(frame.frame, recording.market))
-        steps.append((header.last_id, book))
+        steps.append(header.last_id)
+        if on_step is not None:
+            on_step(header.last_id, book)
     return book, steps
 
 

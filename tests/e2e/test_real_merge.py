@@ -21,13 +21,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from booktape.binance import (
-    Market,
-    decode_depth,
-    decode_snapshot,
-    first_splice_index,
-    parse_depth_header,
-)
+from booktape.binance import Market
 from booktape.book import OrderBook
 from booktape.keys import canonical_key
 from booktape.stores import LocalStore
@@ -37,6 +31,7 @@ from merger.day import merge_day
 from simulator.app import Simulator
 from simulator.config import SimConfig
 from simulator.recordings import Recording, load_recording
+from tests.realdata import rebuild
 
 SYMBOL = "BTCUSDT"
 TOP = 50  # levels a side compared at every event boundary
@@ -58,18 +53,8 @@ def _top(book: OrderBook) -> Top:
 
 def truth_by_update_id(recording: Recording) -> dict[int, Top]:
     """The recording's own rebuild: u -> top of the book after the diff ending at u."""
-    frames = recording.depth_frames(SYMBOL)
-    headers = [parse_depth_header(f.frame, recording.market) for f in frames]
-    snapshot = decode_snapshot(next(s for s in recording.snapshots if s.symbol == SYMBOL).body)
-    start = first_splice_index(snapshot.last_update_id, headers)
-    assert start is not None
-    book = OrderBook()
-    book.load_snapshot(snapshot)
-    out = {snapshot.last_update_id: _top(book)}
-    for frame in frames[start:]:
-        event = decode_depth(frame.frame, recording.market)
-        book.apply(event)
-        out[event.header.last_id] = _top(book)
+    out: dict[int, Top] = {}
+    rebuild(recording, SYMBOL, lambda u, book: out.__setitem__(u, _top(book)))
     return out
 
 

@@ -16,6 +16,7 @@ from booktape.binance import (
     is_continuous,
     parse_depth_header,
 )
+from booktape.book import OrderBook
 from simulator.recordings import Recording, load_recording
 from tests.realdata import rebuild, ticker_check
 
@@ -48,8 +49,15 @@ def test_spot_rebuild_matches_recorded_book_ticker(spot: Recording) -> None:
 
 
 def test_spot_rebuild_never_crosses(spot: Recording) -> None:
-    book, steps = rebuild(spot, "BTCUSDT")
+    crossed: list[int] = []
 
+    def check(update_id: int, book: OrderBook) -> None:
+        if book.is_crossed():
+            crossed.append(update_id)
+
+    book, steps = rebuild(spot, "BTCUSDT", check)
+
+    assert crossed == []
     assert len(steps) == 6493
     assert not book.is_crossed()
     bids, asks = book.top(1)
