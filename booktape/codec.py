@@ -186,18 +186,24 @@ def encode_msg(t_ns: int, conn: str, frame: bytes) -> bytes:
         raise CodecError(f"frame must be bytes, not {type(frame).__name__}")
     head = b"%d%s" % (_ns("receive time", t_ns), _conn_field(conn))
     ok = _spliceable(frame)
-    if ok:
+    if ok is None:
+        return b"".join((_BAD_HEAD, head, _b64(frame), b"}\n"))
+    return _msg_line(head, frame, spliced=ok)
+
+
+def _msg_line(head: bytes, frame: bytes, *, spliced: bool) -> bytes:
+    """A ``msg`` line for a JSON frame: spliced verbatim, or base64 when it holds a line break."""
+    if spliced:
         return b"".join((_MSG_HEAD, head, b',"m":', frame, b"}\n"))
-    return b"".join((_MSG_HEAD if ok is False else _BAD_HEAD, head, _b64(frame), b"}\n"))
+    return b"".join((_MSG_HEAD, head, _b64(frame), b"}\n"))
 
 
 def encode_read_msg(record: Msg) -> bytes:
     """The line of a ``msg`` record read back from an object (``Msg.raw`` is known to be
     JSON, so it is not parsed again): what :func:`encode_msg` gives, at a fraction of it."""
     head = b"%d%s" % (record.t, _conn_field(record.c))
-    if b"\n" in record.raw or b"\r" in record.raw:
-        return b"".join((_MSG_HEAD, head, _b64(record.raw), b"}\n"))
-    return b"".join((_MSG_HEAD, head, b',"m":', record.raw, b"}\n"))
+    raw = record.raw
+    return _msg_line(head, raw, spliced=b"\n" not in raw and b"\r" not in raw)
 
 
 def encode_bad(t_ns: int, conn: str, frame: bytes, *, binary: bool = False) -> bytes:
