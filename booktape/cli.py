@@ -23,6 +23,15 @@ class CommandParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise ConfigError(message)
 
+    def add_symbol_day(self) -> None:
+        """The options that name one merged Binance symbol-day in a store."""
+        add = self.add_argument
+        add("--store", required=True, help="store URL: a path, file:///path or s3://bucket/prefix")
+        add("--exchange", default="binance", help="binance, binance-usdm or binance-coinm")
+        add("--symbol", required=True, help="the symbol, e.g. BTCUSDT")
+        add("--date", required=True, help="the merged UTC day, YYYY-MM-DD")
+        add("--s3-endpoint-url", help="S3 endpoint (else AWS_ENDPOINT_URL)")
+
 
 #: subcommand -> (module with ``run(argv) -> int``, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {

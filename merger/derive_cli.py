@@ -54,14 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     p = CommandParser(prog="booktape derive snapshots", description=__doc__, allow_abbrev=False,
                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     add = p.add_argument
-    add("--store", required=True, help="store URL: a path, file:///path or s3://bucket/prefix")
-    add("--exchange", default="binance", help="binance, binance-usdm or binance-coinm")
-    add("--symbol", required=True, help="the symbol, e.g. BTCUSDT")
-    add("--date", required=True, help="the merged UTC day, YYYY-MM-DD")
+    p.add_symbol_day()
     add("--depth", type=int, default=25, help="levels a side (default 25)")
     add("--interval", default="1s", help="grid step: 100ms, 1s, 1m, 1h ... (default 1s)")
     add("-o", "--output", type=Path, help="write this local file instead of the store")
-    add("--s3-endpoint-url", help="S3 endpoint (else AWS_ENDPOINT_URL)")
     return p
 
 

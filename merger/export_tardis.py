@@ -60,12 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     p = CommandParser(prog="booktape export tardis", description=__doc__, allow_abbrev=False,
                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     add = p.add_argument
-    add("--store", required=True, help="store URL: a path, file:///path or s3://bucket/prefix")
-    add("--exchange", default="binance", help="binance, binance-usdm or binance-coinm")
-    add("--symbol", required=True, help="the symbol, e.g. BTCUSDT")
-    add("--date", required=True, help="the merged UTC day, YYYY-MM-DD")
+    p.add_symbol_day()
     add("-o", "--output", required=True, type=Path, help="the CSV file (.csv or .csv.gz)")
-    add("--s3-endpoint-url", help="S3 endpoint (else AWS_ENDPOINT_URL)")
     return p
 
 
