@@ -312,6 +312,18 @@ def test_key_claims_move_a_taken_key_by_one_millisecond(tmp_path: Path) -> None:
     assert keys.claim(key).time_ms == key.time_ms + 2
 
 
+def test_key_claims_remember_the_last_size_keys_only(tmp_path: Path) -> None:
+    keys = KeyClaims(Spool(tmp_path), size=3)
+    first, *rest = (depth_chunk_key(T0 + i * MS) for i in range(4))
+    for key in (first, *rest):
+        assert keys.claim(key) == key
+    keys.remember(rest[-1].key)  # remembered already: no second entry
+
+    assert len(keys) == 3
+    assert keys.claim(first) == first  # forgotten: the oldest of four
+    assert keys.claim(rest[-1]).time_ms == rest[-1].time_ms + 1
+
+
 def depth_chunk_key(first_ns: int) -> RawKey:
     return RawKey.from_recv("binance", "depth", "BTCUSDT", "eu", "c1", first_ns, 1, 10)
 
