@@ -51,7 +51,7 @@ types: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP) browser
-	BOOKTAPE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest tests
+	BOOKTAPE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest tests --durations=15
 
 # Kubernetes: render every overlay (and base) with deploy/k8s/render.py into build/k8s/
 # (`kubectl kustomize deploy/k8s/overlays/eu` gives the same), then validate each document
