@@ -16,7 +16,8 @@ from merger.load import ChunkReader, Loaded, SourceTracker, plan_sources
 from merger.model import BookImage, GapLog, StreamEvent
 from merger.stitch import stitch
 from tests.merger.chunks import chunk, rotate
-from tests.merger.test_stitch_property import State, recordings, updates_strategy
+from tests.merger.test_stitch_property import recordings
+from tests.truestream import State, updates
 
 T0 = 1_723_161_600 * 10**9  # 2024-08-09 00:00 UTC
 
@@ -74,7 +75,7 @@ def summary(items: list[object]) -> list[tuple[object, ...]]:
 
 
 @settings(max_examples=120, deadline=None)
-@given(data=st.data(), updates=updates_strategy)
+@given(data=st.data(), updates=updates(100))
 def test_streamed_day_gives_the_stream_the_whole_day_in_memory_gives(
     data: st.DataObject, updates: list[object]
 ) -> None:
@@ -93,6 +94,7 @@ def test_streamed_day_gives_the_stream_the_whole_day_in_memory_gives(
     streamed = list(stitch(feed, market=Market.SPOT, log=log, primary=primary))
 
     assert summary(streamed) == summary(in_memory)
+
     def audit_of(log: GapLog) -> tuple[object, ...]:
         a = log.audit
         return a.checked, a.matched, a.mismatched, [(u, ok) for _, u, ok in a.points]

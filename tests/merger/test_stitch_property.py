@@ -9,48 +9,26 @@ snapshots never finds a mismatch.
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
-
 import orjson
 from hypothesis import given, settings, target
 from hypothesis import strategies as st
 
 from booktape.binance import DepthHeader, DepthSnapshot, Market, decode_depth
-from booktape.book import OrderBook, Side
+from booktape.book import OrderBook
 from merger.load import Loaded
 from merger.model import BookImage, GapLog, SourceSnapshot, StreamEvent
 from merger.stitch import stitch
-
-START = 1_000
-State = dict[tuple[str, str], str]
-
-
-@dataclass(frozen=True)
-class Update:
-    side: str
-    price: str
-    qty: str
-
-
-def truth(initial: State, updates: list[Update], upto: int) -> State:
-    book = dict(initial)
-    for update in updates[: upto - START]:
-        if update.qty == "0":
-            book.pop((update.side, update.price), None)
-        else:
-            book[(update.side, update.price)] = update.qty
-    return book
-
-
-def snapshot_of(state: State, last_update_id: int) -> DepthSnapshot:
-    bids = sorted(((p, q) for (s, p), q in state.items() if s == "bid"), key=lambda x: -int(x[0]))
-    asks = sorted(((p, q) for (s, p), q in state.items() if s == "ask"), key=lambda x: int(x[0]))
-    return DepthSnapshot(last_update_id, tuple(bids), tuple(asks))
-
-
-def state_of(book: OrderBook) -> State:
-    return {(side.value, p): q for side in Side for p, q in book.levels(side)}
+from tests.truestream import (
+    START,
+    State,
+    Update,
+    batches,
+    merged,
+    snapshot_of,
+    state_of,
+    truth,
+    updates,
+)
 
 
 def ns(update_id: int) -> int:
@@ -58,45 +36,19 @@ def ns(update_id: int) -> int:
 
 
 def event(source: str, stream: str, updates: list[Update], first: int, last: int) -> StreamEvent:
-    merged: dict[tuple[str, str], str] = {}
-    for update in updates[first - START - 1 : last - START]:
-        merged[(update.side, update.price)] = update.qty
+    levels = merged(updates, first, last)
     doc = {
         "e": "depthUpdate",
         "E": last,
         "s": "SIM",
         "U": first,
         "u": last,
-        "b": [[p, q] for (s, p), q in merged.items() if s == "bid"],
-        "a": [[p, q] for (s, p), q in merged.items() if s == "ask"],
+        "b": [[p, q] for (s, p), q in levels.items() if s == "bid"],
+        "a": [[p, q] for (s, p), q in levels.items() if s == "ask"],
     }
     frame = orjson.dumps(doc)
     header = DepthHeader("SIM", first, last, first - 1, last, None)
     return StreamEvent(source, f"{source}/{stream}", ns(last), header, frame, b"")
-
-
-updates_strategy = st.lists(
-    st.builds(
-        Update,
-        side=st.sampled_from(["bid", "ask"]),
-        price=st.integers(1, 40).map(str),
-        qty=st.sampled_from(["0", "0", "1", "2", "3.5"]),
-    ),
-    min_size=1,
-    max_size=100,
-)
-
-
-@st.composite
-def batches(draw: st.DrawFn, total: int) -> list[tuple[int, int]]:
-    """One connection's (U, u) batches: own boundaries, late start, early end, holes."""
-    cuts = draw(st.sets(st.integers(START + 1, START + total), max_size=total))
-    bounds = sorted({START + 1, *cuts, START + total + 1})
-    every = [(a, b - 1) for a, b in itertools.pairwise(bounds)]
-    begin = draw(st.integers(0, len(every) - 1))
-    end = draw(st.integers(begin + 1, len(every)))
-    holes = draw(st.sets(st.integers(0, len(every) - 1), max_size=len(every)))
-    return [b for i, b in enumerate(every[begin:end], begin) if i not in holes]
 
 
 @st.composite
@@ -140,7 +92,7 @@ def continues(loaded: Loaded, cur: int) -> bool:
 
 
 @settings(max_examples=250, deadline=None)
-@given(data=st.data(), updates=updates_strategy)
+@given(data=st.data(), updates=updates(100))
 def test_stitched_output_replays_to_the_true_book_and_reports_exactly_the_uncovered_ids(
     data: st.DataObject, updates: list[Update]
 ) -> None:

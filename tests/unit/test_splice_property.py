@@ -8,104 +8,43 @@ where no source has an event with ``prev <= cur < u``.
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from booktape.binance import DepthEvent, DepthHeader, DepthSnapshot, splices
-from booktape.book import OrderBook, Side
+from booktape.binance import DepthEvent, DepthHeader, splices
+from booktape.book import OrderBook
 from booktape.splice import Splicer
-
-START = 1_000
-
-
-@dataclass(frozen=True)
-class Update:
-    side: str
-    price: str
-    qty: str
-
-
-def _truth(
-    initial: dict[tuple[str, str], str], updates: list[Update], upto: int
-) -> dict[tuple[str, str], str]:
-    book = dict(initial)
-    for update in updates[: upto - START]:
-        if update.qty == "0":
-            book.pop((update.side, update.price), None)
-        else:
-            book[(update.side, update.price)] = update.qty
-    return book
-
-
-def _snapshot(state: dict[tuple[str, str], str], last_update_id: int) -> DepthSnapshot:
-    bids = tuple(
-        sorted(
-            ((p, q) for (s, p), q in state.items() if s == "bid"), key=lambda level: -int(level[0])
-        )
-    )
-    asks = tuple(
-        sorted(
-            ((p, q) for (s, p), q in state.items() if s == "ask"), key=lambda level: int(level[0])
-        )
-    )
-    return DepthSnapshot(last_update_id, bids, asks)
-
-
-def _book_state(book: OrderBook) -> dict[tuple[str, str], str]:
-    return {(side.value, p): q for side in Side for p, q in book.levels(side)}
-
-
-def _batch(updates: list[Update], first: int, last: int) -> DepthEvent:
-    merged: dict[tuple[str, str], str] = {}
-    for update in updates[first - START - 1 : last - START]:
-        merged[(update.side, update.price)] = update.qty
-    bids = tuple((p, q) for (s, p), q in merged.items() if s == "bid")
-    asks = tuple((p, q) for (s, p), q in merged.items() if s == "ask")
-    return DepthEvent(DepthHeader("SIM", first, last, first - 1, 0, None), bids, asks)
-
-
-updates_strategy = st.lists(
-    st.builds(
-        Update,
-        side=st.sampled_from(["bid", "ask"]),
-        price=st.integers(1, 40).map(str),
-        qty=st.sampled_from(["0", "0", "1", "2", "3.5"]),
-    ),
-    min_size=1,
-    max_size=120,
+from tests.truestream import (
+    START,
+    Update,
+    batches,
+    merged,
+    snapshot_of,
+    state_of,
+    truth,
+    updates,
 )
 
 
-@st.composite
-def sources_strategy(draw: st.DrawFn, total: int) -> list[list[tuple[int, int]]]:
-    """Each source: (first, last) batches over ids START+1..START+total, with holes."""
-    sources = []
-    for _ in range(draw(st.integers(1, 4))):
-        cuts = sorted(draw(st.sets(st.integers(START + 1, START + total), max_size=total)))
-        bounds = sorted({START + 1, *cuts, START + total + 1})
-        batches = [(a, b - 1) for a, b in itertools.pairwise(bounds)]
-        begin = draw(st.integers(0, len(batches) - 1))
-        end = draw(st.integers(begin + 1, len(batches)))
-        holes = draw(st.sets(st.integers(0, len(batches) - 1), max_size=len(batches)))
-        sources.append([b for i, b in enumerate(batches[begin:end], begin) if i not in holes])
-    return sources
+def _batch(updates: list[Update], first: int, last: int) -> DepthEvent:
+    levels = merged(updates, first, last)
+    bids = tuple((p, q) for (s, p), q in levels.items() if s == "bid")
+    asks = tuple((p, q) for (s, p), q in levels.items() if s == "ask")
+    return DepthEvent(DepthHeader("SIM", first, last, first - 1, 0, None), bids, asks)
 
 
 @settings(max_examples=300, deadline=None)
-@given(data=st.data(), updates=updates_strategy)
+@given(data=st.data(), updates=updates(120))
 def test_splicing_rebuilds_the_true_book_wherever_a_source_covers(
     data: st.DataObject, updates: list[Update]
 ) -> None:
     total = len(updates)
     initial = {("bid", "5"): "1", ("ask", "30"): "2"}
-    sources = data.draw(sources_strategy(total))
+    sources = data.draw(st.lists(batches(total), min_size=1, max_size=4))
     events = [[_batch(updates, first, last) for first, last in src] for src in sources]
     splicer = Splicer([[(e.header.prev_id, e.header.last_id) for e in src] for src in events])
     book = OrderBook()
-    book.load_snapshot(_snapshot(initial, START))
+    book.load_snapshot(snapshot_of(initial, START))
     gaps = 0
 
     while True:
@@ -122,16 +61,16 @@ def test_splicing_rebuilds_the_true_book_wherever_a_source_covers(
                 break
             gaps += 1
             anchor = events[resume.source][resume.index].header.prev_id
-            book.load_snapshot(_snapshot(_truth(initial, updates, anchor), anchor))
+            book.load_snapshot(snapshot_of(truth(initial, updates, anchor), anchor))
             continue
         splicer.take(pick)
         event = events[pick.source][pick.index]
         book.apply(event)
-        assert _book_state(book) == _truth(initial, updates, event.header.last_id)
+        assert state_of(book) == truth(initial, updates, event.header.last_id)
 
     covered_to = max((src[-1].header.last_id for src in events if src), default=START)
     assert book.update_id == max(covered_to, START)
-    assert _book_state(book) == _truth(initial, updates, book.update_id)
+    assert state_of(book) == truth(initial, updates, book.update_id)
 
 
 def test_primary_is_kept_while_continuous_and_holes_are_filled_from_others() -> None:
