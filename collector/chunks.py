@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -305,46 +304,50 @@ def summarize(data: bytes) -> ChunkSummary:
 
 
 class KeyClaims:
-    """The keys of recent chunks, so that no two chunks get the same key.
+    """The keys of each stream's recent chunks, so that no two chunks get the same key.
 
     Only a clock stepping back can make a stream's new chunk start in the millisecond of
     an earlier one with the same ids; such a chunk moves to the next free millisecond
     (logged) rather than overwrite the other object.
 
-    The last ``size`` keys are remembered by their 64-bit hash, not their text: ~80 bytes
-    a key instead of ~200 (a full set of 20,000 keys was ~4 MB that a long-running
-    collector grew into). Two keys with the same hash cost a needless 1 ms move, nothing
-    else; at 20,000 keys the chance is about 1 in 10^10.
+    Per stream (exchange, channel, symbol, region, collector) the hashes of its last
+    ``per_stream`` keys are kept: a clock step back of up to ``per_stream`` rotations is
+    covered whatever the number of symbols, and the memory is fixed once every stream has
+    rotated that many times (a few hundred bytes a stream). Sealed files not yet uploaded
+    are checked on disk too (``on_disk``). Two keys of a stream with the same 64-bit hash
+    would cost a needless 1 ms move, nothing else.
     """
 
-    def __init__(self, spool: Spool, size: int = 20_000) -> None:
+    def __init__(self, spool: Spool, per_stream: int = 16) -> None:
         self._spool = spool
-        self._size = size
-        self._recent: set[int] = set()
-        self._order: deque[int] = deque()  # the hashes in ``_recent``, oldest first
+        self._per_stream = per_stream
+        self._recent: dict[tuple[str, ...], list[int]] = {}
 
-    def __len__(self) -> int:
-        return len(self._order)
+    @staticmethod
+    def _stream(key: RawKey) -> tuple[str, ...]:
+        return (key.exchange, key.channel, key.symbol, key.region, key.collector)
 
-    def remember(self, key: str) -> None:
-        digest = hash(key)
-        if digest in self._recent:
-            return
-        self._recent.add(digest)
-        self._order.append(digest)
-        if len(self._order) > self._size:
-            self._recent.discard(self._order.popleft())
+    def _taken(self, key: RawKey) -> bool:
+        return hash(key.key) in self._recent.get(self._stream(key), ())
+
+    def remember(self, key: RawKey) -> None:
+        recent = self._recent.setdefault(self._stream(key), [])
+        digest = hash(key.key)
+        if digest not in recent:
+            recent.append(digest)
+            if len(recent) > self._per_stream:
+                del recent[0]
 
     def claim(self, key: RawKey, *, on_disk: bool = False) -> RawKey:
         """``key`` or the next free millisecond (``on_disk``: also avoid sealed files)."""
         wanted = key
-        while hash(key.key) in self._recent or (on_disk and self._spool.sealed_path(key).exists()):
+        while self._taken(key) or (on_disk and self._spool.sealed_path(key).exists()):
             if key.time_ms + 1 >= MS_PER_DAY:
                 raise CodecError(f"no free key after {wanted.key}")
             key = dataclasses.replace(key, time_ms=key.time_ms + 1)
         if key != wanted:
             log.warning("chunk key taken, moved by 1 ms", extra={"key": wanted.key, "now": key.key})
-        self.remember(key.key)
+        self.remember(key)
         return key
 
 

@@ -172,7 +172,7 @@ class Pipeline:
         for path in strangers:
             log.warning("not a chunk, left in the spool", extra={"path": str(path)})
         for chunk in sealed:
-            self._keys.remember(chunk.key.key)
+            self._keys.remember(chunk.key)
         recovered: list[SealedChunk | OpenChunk] = []
         for path in await in_thread(self.spool.list_open):
             found = await in_thread(recover_open_file, self.spool, path, self._keys)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -312,16 +313,17 @@ def test_key_claims_move_a_taken_key_by_one_millisecond(tmp_path: Path) -> None:
     assert keys.claim(key).time_ms == key.time_ms + 2
 
 
-def test_key_claims_remember_the_last_size_keys_only(tmp_path: Path) -> None:
-    keys = KeyClaims(Spool(tmp_path), size=3)
+def test_key_claims_remember_each_streams_last_keys(tmp_path: Path) -> None:
+    keys = KeyClaims(Spool(tmp_path), per_stream=3)
     first, *rest = (depth_chunk_key(T0 + i * MS) for i in range(4))
     for key in (first, *rest):
         assert keys.claim(key) == key
-    keys.remember(rest[-1].key)  # remembered already: no second entry
+    keys.remember(rest[-1])  # remembered already: no second entry
+    other = dataclasses.replace(first, symbol="ETHUSDT")
 
-    assert len(keys) == 3
-    assert keys.claim(first) == first  # forgotten: the oldest of four
-    assert keys.claim(rest[-1]).time_ms == rest[-1].time_ms + 1
+    assert keys.claim(other) == other  # another stream's keys never clash
+    assert keys.claim(rest[-1]).time_ms == rest[-1].time_ms + 1  # among its stream's last 3
+    assert keys.claim(first) == first  # forgotten: the oldest of its stream's four
 
 
 def depth_chunk_key(first_ns: int) -> RawKey:
