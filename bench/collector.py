@@ -216,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             figures[f"bare_fps_{count}"] = round(bare)
             figures[f"ours_fps_{count}"] = round(got["rate"])
             figures[f"cpu_us_per_frame_{count}"] = round(got["cpu_us_per_frame"], 2)
+            if not got["rate"]:
+                raise RuntimeError(f"no frame recorded in the measured span ({count} symbols)")
             steady_us = got["steady_share"] / got["rate"] * 1e6
             figures[f"recording_cpu_us_per_frame_{count}"] = round(steady_us, 2)
             figures[f"cpu_ms_per_chunk_{count}"] = round(got["cpu_ms_per_chunk"], 2)

@@ -191,6 +191,13 @@ def encode_msg(t_ns: int, conn: str, frame: bytes) -> bytes:
     return _msg_line(head, frame, spliced=ok)
 
 
+def msg_prefix(t_ns: int, conn: str) -> bytes:
+    """The start of a ``msg`` line, up to its frame: ``msg_prefix(t, c) + frame + b"}\\n"``
+    is what :func:`encode_msg` gives for a frame already proven to be JSON without a line
+    break (the collector's fast path, :mod:`collector.fastframe`), at a fraction of it."""
+    return b'%s%d%s,"m":' % (_MSG_HEAD, _ns("receive time", t_ns), _conn_field(conn))
+
+
 def _msg_line(head: bytes, frame: bytes, *, spliced: bool) -> bytes:
     """A ``msg`` line for a JSON frame: spliced verbatim, or base64 when it holds a line break."""
     if spliced:

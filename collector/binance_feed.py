@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 import aiohttp
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from booktape.binance import WEIGHT_LIMIT_PER_MINUTE, DepthHeader, covers_handover
+from booktape.binance import WEIGHT_LIMIT_PER_MINUTE, covers_handover
 from booktape.codec import encode_conn
 from collector.backoff import AttemptPacer, Backoff, classify_connect_error, fatal_in
 from collector.config import ALL, CollectorSettings
-from collector.connection import ConnectionOptions, FeedConnection, StreamTrack
+from collector.connection import ConnectionOptions, FeedConnection
 from collector.metrics import Metrics
 from collector.snapshots import SnapshotScheduler, SnapshotTimers, WeightBudget
 from collector.symbols import ListingUnavailableError, diff_listing, fetch_trading_symbols
@@ -460,12 +460,10 @@ class BinanceFeed:
 
     # --- what connections tell us (synchronous, on the read path) ------------------
 
-    def on_depth(
-        self, conn: FeedConnection, symbol: str, track: StreamTrack, header: DepthHeader
-    ) -> None:
+    def on_depth(self, conn: FeedConnection, symbol: str, prev_id: int, event_time: int) -> None:
         recv_ns = conn.last_frame_ns or 0
         self._last_frame_ns = recv_ns
-        offset = recv_ns - header.event_time * 1_000_000
+        offset = recv_ns - event_time * 1_000_000
         if self._offset_min is None or offset < self._offset_min:
             self._offset_min = offset
         if recv_ns >= self._offset_until:
@@ -478,7 +476,7 @@ class BinanceFeed:
         if state is None or state.primary is not conn:
             return
         if state.coverage_first_prev is None:
-            state.coverage_first_prev = header.prev_id
+            state.coverage_first_prev = prev_id
         state.coverage_events += 1
         self._maybe_snapshot(symbol, state, "events buffered")
 

@@ -228,6 +228,18 @@ class ChunkWriter:
                 chunk.synced = True
 
     @staticmethod
+    def dup_unsynced(chunks: Iterable[OpenChunk]) -> list[int]:
+        """Duplicates of the descriptors of the open files written since their last fsync
+        (marked synced): :func:`fsync_and_close` syncs them in a worker thread while the
+        writer goes on, and may close a chunk's own descriptor meanwhile (event loop)."""
+        fds = []
+        for chunk in chunks:
+            if chunk.fd is not None and not chunk.synced:
+                fds.append(os.dup(chunk.fd))
+                chunk.synced = True
+        return fds
+
+    @staticmethod
     def close(chunk: OpenChunk, *, abandon: bool = False) -> None:
         """Close a fully written chunk's file (before sealing), or abandon it (its open
         file is sealed by the next start's recovery; pending records are lost as in a crash).
@@ -236,6 +248,21 @@ class ChunkWriter:
         if chunk.fd is not None:
             os.close(chunk.fd)
             chunk.fd = None
+
+
+def fsync_and_close(fds: list[int]) -> None:
+    """fsync and close every descriptor (blocking); raises the first OSError after closing
+    them all."""
+    error: OSError | None = None
+    for fd in fds:
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            error = error or exc
+        finally:
+            os.close(fd)
+    if error is not None:
+        raise error
 
 
 # --- recovery -----------------------------------------------------------------------------

@@ -4,20 +4,26 @@ Feeds ``put`` items (one encoded record line each) into a bounded queue; ``put``
 when it is full, so backpressure reaches the socket readers and never the store. Three
 stages run under :meth:`Pipeline.run`:
 
-- the writer drains the queue in batches, routes each record to its stream's open chunk
-  (:class:`~collector.chunks.ChunkWriter`), writes the batch with ``os.write`` from a
-  worker thread, fsyncs open files every ``fsync_interval_s``, and cuts chunks on time,
-  size and UTC midnight (a tick cuts them even when nothing arrives). A failing write
-  (ENOSPC...) keeps the records in memory and is retried every ``write_retry_s``; the
-  queue fills and ``put`` waits meanwhile. Nothing is dropped on purpose.
+- the writer wakes every ``write_interval_s`` (sooner when ``batch_items`` records are
+  queued, a putter waits, or :meth:`Pipeline.flush` is called), routes each queued record
+  to its stream's open chunk (:class:`~collector.chunks.ChunkWriter`), appends what each
+  chunk holds with one ``os.write`` (in the event loop's thread: see ``_write_out``),
+  starts a background fsync of the open files written since the last one every
+  ``fsync_interval_s``, and cuts chunks on time, size and UTC midnight (a tick cuts them
+  even when nothing arrives). A failing write (ENOSPC...) keeps the records in memory and
+  is retried every ``write_retry_s``; the queue fills and ``put`` waits meanwhile.
+  Nothing is dropped on purpose.
 - the sealer compresses each cut chunk into ``sealed/<key>`` (:class:`~collector.spool.Spool`);
 - the uploader (:class:`~collector.uploader.Uploader`) uploads, verifies, deletes.
 
-A record is on disk (in the page cache: it survives ``kill -9``) once :meth:`Pipeline.flush`
-returns after its ``put``. :meth:`Pipeline.recover` seals and queues what a crash left;
-:meth:`Pipeline.shutdown` drains, seals and uploads within a deadline. Over
-``spool_max_bytes`` the spool is "full": metric, health reason and an error log at most
-once a ``log_interval_s``, while recording goes on as long as the disk allows.
+A record is on disk (in the page cache: it survives ``kill -9``) at most
+``write_interval_s`` (0.5 s) after its ``put``, and once :meth:`Pipeline.flush` returns after
+it; an open file's data older than about ``fsync_interval_s`` (5 s) more is on stable storage
+(power loss); a sealed chunk is fsynced before it counts as sealed.
+:meth:`Pipeline.recover` seals and queues what a crash left; :meth:`Pipeline.shutdown`
+drains, seals and uploads within a deadline. Over ``spool_max_bytes`` the spool is "full":
+metric, health reason and an error log at most once a ``log_interval_s``, while recording
+goes on as long as the disk allows.
 """
 
 from __future__ import annotations
@@ -33,9 +39,17 @@ from dataclasses import dataclass
 
 from booktape.errors import BooktapeError
 from booktape.stores import Store
-from collector.chunks import ChunkWriter, KeyClaims, OpenChunk, check_item, recover_open_file
+from collector.chunks import (
+    ChunkWriter,
+    KeyClaims,
+    OpenChunk,
+    check_item,
+    fsync_and_close,
+    recover_open_file,
+)
 from collector.config import CollectorSettings
 from collector.metrics import Metrics
+from collector.recordqueue import RecordQueue
 from collector.spool import SealedChunk, Spool, in_thread
 from collector.types import Item
 from collector.uploader import Backoff, Uploader
@@ -52,9 +66,11 @@ class PipelineOptions:
     """Tuning that is not user configuration (tests shorten the times)."""
 
     tick_s: float = 0.5  # how often chunks whose time is up are cut without new records
-    fsync_interval_s: float | None = 1.0  # fsync open files this often (None: only on seal)
-    batch_items: int = 512  # at most this many records per write (bounds a loop stall)
-    batch_bytes: int = 1 << 20
+    fsync_interval_s: float | None = 5.0  # fsync open files this often (None: only on seal)
+    batch_items: int = 2048  # at most this many records routed at once (bounds a loop stall)
+    batch_bytes: int = 4 << 20
+    write_interval_s: float = 0.5  # write what is pending this often (flush(): at once)
+    write_bytes: int = 8 << 20  # or as soon as this much is pending
     write_retry_s: float = 1.0  # after a failed spool write (ENOSPC)
     seal_retry_s: float = 1.0
     backoff: Backoff = dataclasses.field(default_factory=Backoff)  # upload retries
@@ -117,13 +133,15 @@ class Pipeline:
             log_interval_s=opts.log_interval_s,
             on_change=self._refresh,
         )
-        self._queue: asyncio.Queue[Item | None] = asyncio.Queue(settings.queue_items)
+        self._queue = RecordQueue(settings.queue_items, wake_at=opts.batch_items)
         self._seal_queue: asyncio.Queue[OpenChunk | None] = asyncio.Queue()
         self._keys = KeyClaims(self.spool)
         self._cut: list[OpenChunk] = []
         self._putting = 0
         self._put_count = 0
         self._written = 0  # items written to the spool
+        self._flushing = 0  # callers waiting in flush()
+        self._fsync_task: asyncio.Task[None] | None = None
         self._written_cond = asyncio.Condition()
         self._closing = False
         self._running = False
@@ -142,22 +160,35 @@ class Pipeline:
     async def put(self, item: Item) -> None:
         """Queue one record; waits while the queue is full. Raises PipelineClosedError
         after shutdown, CodecError/InvalidNameError for an item no chunk can hold."""
+        await self.put_many([item])
+
+    async def put_many(self, items: list[Item]) -> None:
+        """Queue records in order; waits while the queue is full (then the whole batch goes
+        in, even past the bound). Raises as :meth:`put`, before queueing any of them."""
         if self._closing:
             raise PipelineClosedError("the pipeline is shutting down: record not accepted")
-        check_item(item)
-        self._writer.header(item.channel, item.symbol)  # validates the names (cached)
+        header = self._writer.header
+        for item in items:
+            check_item(item)
+            header(item.channel, item.symbol)  # validates the names (cached)
         self._putting += 1
         try:
-            await self._queue.put(item)
+            await self._queue.put_many(items)
         finally:
             self._putting -= 1
-        self._put_count += 1
+        self._put_count += len(items)
 
     async def flush(self) -> None:
-        """Wait until every item put before this call is written to its spool file."""
+        """Wait until every item put before this call is written to its spool file (the
+        writer writes at once while someone waits here)."""
         target = self._put_count
-        async with self._written_cond:
-            await self._written_cond.wait_for(lambda: self._written >= target)
+        self._flushing += 1
+        self._queue.wake()
+        try:
+            async with self._written_cond:
+                await self._written_cond.wait_for(lambda: self._written >= target)
+        finally:
+            self._flushing -= 1
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -214,9 +245,8 @@ class Pipeline:
         """
         if not self._closing:
             self._closing = True
-            log.info("pipeline shutting down", extra={"queued": self._queue.qsize()})
-            with contextlib.suppress(asyncio.QueueFull):
-                self._queue.put_nowait(None)  # wake the writer
+            log.info("pipeline shutting down", extra={"queued": len(self._queue)})
+            self._queue.wake()  # the writer
         await asyncio.sleep(0)  # let a run() task created just before us start first
         owned = None if self._running else asyncio.create_task(self.run(), name="pipeline")
         waiter = asyncio.create_task(self._drain())
@@ -262,38 +292,60 @@ class Pipeline:
             await self._write_until_closed()
         finally:  # cancelled without shutdown: the open files stay for recover()
             self._abandon()
+            if self._fsync_task is not None:  # its thread ends before we go on
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([self._fsync_task])
         self._writer_done.set()
         self._seal_queue.put_nowait(None)
 
     async def _write_until_closed(self) -> None:
         loop = asyncio.get_running_loop()
         opts = self.options
+        queue = self._queue
         next_tick = loop.time() + opts.tick_s
+        next_write = loop.time() + opts.write_interval_s
         next_fsync = loop.time() + (opts.fsync_interval_s or 0)
         cut = self._cut  # chunks taken out, to write and hand to the sealer
+        routed = held = 0  # items routed, bytes routed since the last write
         while True:
-            batch = await self._next_batch(next_tick - loop.time())
-            cut += [c for item in batch if (c := self._writer.route(item)) is not None]
-            if loop.time() >= next_tick:
-                next_tick = loop.time() + opts.tick_s
+            if not (self._flushing and (queue or routed > self._written)):
+                until = min(next_tick, next_write) if not self._closing else loop.time() + 0.01
+                await queue.wait(until - loop.time())
+            now = loop.time()
+            final = self._closing and self._putting == 0
+            due = final or self._flushing or now >= next_write
+            route = self._writer.route
+            while queue:  # all of it when a write is due, else a batch
+                batch = queue.take(opts.batch_items, opts.batch_bytes)
+                for item in batch:
+                    if (chunk := route(item)) is not None:
+                        cut.append(chunk)
+                    held += len(item.line)
+                routed += len(batch)
+                if not due:
+                    break
+            if now >= next_tick:
+                next_tick = now + opts.tick_s
                 cut += self._writer.expire(self._clock_ns())
                 self._refresh()
-            final = self._closing and self._queue.empty() and self._putting == 0
+            final = final and not queue
             if final:
                 cut += self._writer.take_all()
-            await self._write_out(cut)
-            for chunk in cut:
-                self._writer.close(chunk)
-                self._seal_queue.put_nowait(chunk)
-            cut.clear()
-            if batch:
-                self._refresh()
-                self._written += len(batch)
-                async with self._written_cond:
-                    self._written_cond.notify_all()
+            if due or cut or held >= opts.write_bytes:
+                await self._write_out(cut)
+                next_write, held = loop.time() + opts.write_interval_s, 0
+                for chunk in cut:
+                    self._writer.close(chunk)
+                    self._seal_queue.put_nowait(chunk)
+                cut.clear()
+                if routed > self._written:
+                    self._refresh()
+                    self._written = routed
+                    async with self._written_cond:
+                        self._written_cond.notify_all()
             if opts.fsync_interval_s and loop.time() >= next_fsync:
                 next_fsync = loop.time() + opts.fsync_interval_s
-                await self._fsync_open()
+                self._fsync_open()
             if final:
                 return
 
@@ -304,41 +356,24 @@ class Pipeline:
         held = sum(len(p) for c in chunks for p in c.pending)
         for chunk in chunks:
             self._writer.close(chunk, abandon=True)
-        if held or self._queue.qsize():
+        if held or self._queue:
             log.error(
                 "writer stopped with records not on disk: they are lost",
-                extra={"held_bytes": held, "queued": self._queue.qsize()},
+                extra={"held_bytes": held, "queued": len(self._queue)},
             )
 
-    async def _next_batch(self, timeout_s: float) -> list[Item]:
-        """Up to a batch of queued items; waits at most ``timeout_s`` for the first."""
-        queue = self._queue
-        if queue.empty():
-            if timeout_s <= 0:
-                return []
-            try:
-                async with asyncio.timeout(timeout_s):
-                    first = await queue.get()
-            except TimeoutError:
-                return []
-        else:
-            first = queue.get_nowait()
-        batch = [first] if first is not None else []
-        size = len(first.line) if first is not None else 0
-        opts = self.options
-        while not queue.empty() and len(batch) < opts.batch_items and size < opts.batch_bytes:
-            item = queue.get_nowait()
-            if item is not None:
-                batch.append(item)
-                size += len(item.line)
-        return batch
-
     async def _write_out(self, cut: list[OpenChunk]) -> None:
-        """Write every pending record; on failure keep them and retry until it works."""
+        """Write every pending record; on failure keep them and retry until it works.
+
+        The writes run in the event loop's thread: a worker thread would take the GIL
+        back after each ``os.write`` (up to a switch interval, 5 ms, while the loop is
+        busy), which made a thousand small appends take longer than the reading. They are
+        few (one per chunk every ``write_interval_s``) and go to the page cache.
+        """
         chunks = [c for c in (*cut, *self._writer.chunks.values()) if c.pending]
         while chunks:
             try:
-                await in_thread(self._writer.flush, chunks)
+                self._writer.flush(chunks)
                 break
             except OSError as exc:
                 held = sum(len(p) for c in chunks for p in c.pending)
@@ -354,9 +389,20 @@ class Pipeline:
             self._errors_logged.pop("write", None)
             log.warning("spool writes resumed")
 
-    async def _fsync_open(self) -> None:
+    def _fsync_open(self) -> None:
+        """Start an fsync of the open files written since the last one, in a worker thread
+        that works on duplicated descriptors: the writer does not wait for it (a thousand
+        fsyncs in a thread, each taking the GIL back, used to hold up recording for
+        seconds). Skipped while the previous one still runs."""
+        if self._fsync_task is not None and not self._fsync_task.done():
+            return
+        fds = self._writer.dup_unsynced(self._writer.chunks.values())
+        if fds:
+            self._fsync_task = asyncio.create_task(self._fsync_fds(fds), name="spool-fsync")
+
+    async def _fsync_fds(self, fds: list[int]) -> None:
         try:
-            await in_thread(self._writer.fsync, list(self._writer.chunks.values()))
+            await in_thread(fsync_and_close, fds)
         except OSError as exc:
             self._log_error("fsync", "fsync of open chunks failed", {"error": str(exc)})
 
@@ -440,6 +486,6 @@ class Pipeline:
             uploads_failing_since_ns=since,
             last_upload_ns=self._uploader.last_upload_ns,
             pending_uploads=self._uploader.pending,
-            queue_depth=self._queue.qsize(),
+            queue_depth=len(self._queue),
             reason=reason,
         )

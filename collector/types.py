@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Item:
-    """One record for one symbol's chunk."""
+    """One record for one symbol's chunk (not frozen: made per frame, and a frozen
+    dataclass takes 4x as long to build)."""
 
     symbol: str
     line: bytes  # one record line ending with b"\n" (booktape.codec.encode_*)
@@ -25,6 +26,9 @@ class Item:
 
 
 class RecordSink(Protocol):
-    """Where feeds put records; bounded, so ``put`` may wait."""
+    """Where feeds put records; bounded, so ``put`` and ``put_many`` may wait."""
 
     async def put(self, item: Item) -> None: ...
+
+    async def put_many(self, items: list[Item]) -> None:
+        """Put ``items`` in order (one wait for a whole batch of frames)."""

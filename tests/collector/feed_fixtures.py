@@ -36,6 +36,9 @@ class ListSink:
     async def put(self, item: Item) -> None:
         self.items.append(item)
 
+    async def put_many(self, items: list[Item]) -> None:
+        self.items.extend(items)
+
     def records(self, symbol: str | None = None) -> list[DataRecord]:
         out: list[DataRecord] = []
         for item in self.items:

@@ -534,5 +534,5 @@ def test_settings_are_the_pipeline_configuration(tmp_path: Path) -> None:
 
     assert pipeline._writer.rotation_ns == 30 * SEC
     assert pipeline._writer.chunk_max_bytes == 2048
-    assert pipeline._queue.maxsize == 64
+    assert pipeline._queue.limit == 64
     assert pipeline._uploader.concurrency == 2

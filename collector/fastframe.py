@@ -1,0 +1,49 @@
+"""The collector's fast path for a depth frame in Binance's own layout: header and JSON proof.
+
+A ``msg`` record embeds the frame verbatim as a JSON value, so the frame must be proven to
+be JSON (else it becomes a ``bad`` record). ``orjson.loads`` proves it by building every
+level as Python objects (~3.7 µs for a 1.6 kB frame), after a regex has read the header
+(~2 µs). :func:`spot_depth` does both with one anchored regular expression (~2.6 µs) that
+matches, in full, the one layout Binance sends on a combined spot stream:
+
+    {"stream":"<name>","data":{"e":"depthUpdate","E":<n>,"s":"<sym>","U":<n>,"u":<n>,
+     "b":[["<p>","<q>"],...],"a":[["<p>","<q>"],...]}}
+
+Every string is printable ASCII without ``"`` or ``\\`` (prices and quantities: digits and
+``.`` only), every number an integer without a leading zero, no whitespace: each piece is a
+JSON token, so whatever matches is JSON, and has no line break. Anything else -- another
+layout, spaces, escapes, futures fields, ``U > u`` -- gives None and the caller takes the
+general path (:func:`booktape.binance.classify_frame`,
+:func:`~booktape.binance.parse_depth_header` and :func:`booktape.codec.encode_msg`, which
+validates with orjson). What it reads is what :func:`~booktape.binance.parse_depth_header`
+reads from the same frame (``pu`` = ``U`` - 1).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+_STR: Final = rb"([ !#-\[\]-~]*+)"  # a JSON string body: printable ASCII, no quote, no backslash
+_INT: Final = rb"(0|[1-9][0-9]*+)"  # a JSON non-negative integer
+_LEVEL: Final = rb'\["[0-9.]*+","[0-9.]*+"\]'
+_LEVELS: Final = rb"(?:" + _LEVEL + rb"(?:," + _LEVEL + rb")*+)?+"
+_FRAME: Final = re.compile(
+    rb'\{"stream":"' + _STR + rb'","data":\{"e":"depthUpdate","E":' + _INT
+    + rb',"s":"' + _STR + rb'","U":' + _INT + rb',"u":' + _INT
+    + rb',"b":\[' + _LEVELS + rb'\],"a":\[' + _LEVELS + rb"\]\}\}"
+)  # fmt: skip
+_DEPTH_WITHIN: Final = 200  # classify_frame looks for "e":"depthUpdate" in the first 200 bytes
+
+
+def spot_depth(frame: bytes) -> tuple[str, int, int, int] | None:
+    """``(symbol, U, u, E)`` of a combined spot depth frame proven to be JSON without a line
+    break, or None (not proven: take the general path)."""
+    match = _FRAME.fullmatch(frame)
+    if match is None or match.start(2) - 5 > _DEPTH_WITHIN:
+        return None
+    _, event_time, symbol, first_text, last_text = match.groups()
+    first, last = int(first_text), int(last_text)
+    if first > last:
+        return None  # parse_depth_header refuses it: the general path records why
+    return symbol.decode("ascii"), first, last, int(event_time)
