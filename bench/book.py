@@ -3,8 +3,9 @@
 The same recorded stream for all three: the real BTCUSDT spot REST snapshot and the
 ``@depth@100ms`` diffs recorded after it (hftbacktest), decoded once beforehand (not timed)
 and replayed several times over. Each book starts from the snapshot and applies every
-level as exchange strings, converting as it needs (booktape keeps ``Decimal`` keys and the
-original strings; the others take floats):
+level as exchange strings, converting as it needs (booktape keys levels by exact floats --
+``Decimal`` where a float would not be exact -- and keeps the original strings; the others
+take floats):
 
 - ``booktape.book.OrderBook.apply_levels`` (ours);
 - a ``sortedcontainers.SortedDict`` per side with float keys;

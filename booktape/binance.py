@@ -274,9 +274,15 @@ def _levels(raw: object, what: str) -> tuple[Level, ...]:
     return tuple(out)
 
 
-def decode_depth(frame: bytes, market: Market = Market.SPOT) -> DepthEvent:
-    """Decode a depth frame completely (merger, book rebuild, tests)."""
-    header = parse_depth_header(frame, market)
+def decode_depth(
+    frame: bytes, market: Market = Market.SPOT, header: DepthHeader | None = None
+) -> DepthEvent:
+    """Decode a depth frame completely (merger, book rebuild, tests).
+
+    ``header``: the frame's :func:`parse_depth_header`, when the caller has it already.
+    """
+    if header is None:
+        header = parse_depth_header(frame, market)
     try:
         doc = orjson.loads(frame)
     except orjson.JSONDecodeError as exc:

@@ -1,8 +1,10 @@
 """The order book: apply diff-depth events, load snapshots, audit against snapshots.
 
-Pure and exact. Prices are keyed by :class:`decimal.Decimal` (so ``"0.0100"`` and
-``"0.01"`` are one level) while the exchange's own strings are kept and given back
-unchanged. A quantity is the new absolute amount at its level; zero removes the level.
+Pure and exact. Prices are keyed by their exact value -- a float where the float is
+exact, which is every price of up to 15 significant digits, else a
+:class:`decimal.Decimal` (see :class:`_BookSide`) -- so ``"0.0100"`` and ``"0.01"`` are
+one level, while the exchange's own strings are kept and given back unchanged. A quantity
+is the new absolute amount at its level; zero removes the level.
 
 Auditing follows how Binance books really behave:
 
@@ -41,98 +43,158 @@ def _decimal(text: str, what: str) -> Decimal:
     return value
 
 
-_CACHE_MAX = 1 << 16  # strings remembered per cache (prices per side; quantities overall)
-_ZERO_QTY: dict[str, bool] = {}  # quantity string -> is zero (validated once)
+_CACHE_MAX = 1 << 12  # long price strings remembered per side (bounded)
+_ZEROS_MAX = 256  # distinct spellings of a zero quantity remembered
+_INF = float("inf")
+_SHORT = 15  # characters: a price string this short has at most 15 significant digits
+_FLOAT_LOW, _FLOAT_HIGH = 1e-300, 1e300  # normal floats (subnormals hold fewer digits)
+_ZEROS: set[str] = set()  # quantity strings known to be zero ("0.00000000", "0E-8", ...)
+
+Key = float | Decimal  # a level's sort key (see _BookSide)
 
 
 def _is_zero_qty(qty: str) -> bool:
-    zero = _ZERO_QTY.get(qty)
-    if zero is None:
-        zero = _decimal(qty, "quantity") == 0
-        if len(_ZERO_QTY) >= _CACHE_MAX:
-            _ZERO_QTY.clear()
-        _ZERO_QTY[qty] = zero
+    """Validate a quantity float() could not vouch for; True when it is zero."""
+    zero = _decimal(qty, "quantity") == 0
+    if zero:
+        if len(_ZEROS) >= _ZEROS_MAX:
+            _ZEROS.clear()
+        _ZEROS.add(qty)
     return zero
 
 
 class _BookSide:
-    """One side: price -> (price string, qty string), with prices kept sorted ascending.
+    """One side: key -> (price string, qty string), the keys kept sorted with the best last.
 
-    The hot path is :meth:`update`: a price string seen before maps to its Decimal key
-    through a cache (prices repeat all day), and a quantity string to "is zero" likewise.
+    A key is the price as a float (negated on the ask side, so that for both sides the
+    keys ascend towards the best price and a change near the top moves few list items).
+    A float is used only when it is exact: the price is the shortest decimal that rounds
+    to it (every price of up to 15 significant digits), so distinct prices get distinct
+    keys in the right order, and one price written two ways ("0.0100", "0.01") one key.
+    A price that is not (more digits than a float holds) switches the side to
+    :class:`~decimal.Decimal` keys for good.
+
+    The hot path is :meth:`update`: a short price string is its float (:meth:`key`), and
+    a quantity is zero or not by ``float()``, with a full decimal check only for what
+    ``float()`` cannot vouch for (zeros, junk); no per-string cache grows with the day.
     """
 
-    __slots__ = ("_keys", "_levels", "_prices", "_reverse")
+    __slots__ = ("_cache", "_exact", "_keys", "_levels", "_sign")
 
     def __init__(self, reverse: bool) -> None:
-        self._levels: dict[Decimal, tuple[str, str]] = {}
-        self._prices: list[Decimal] = []  # ascending
-        self._reverse = reverse  # True for bids: best is the highest price
-        self._keys: dict[str, Decimal] = {}  # price string -> its validated Decimal
+        self._levels: dict[Key, tuple[str, str]] = {}
+        self._keys: list[Key] = []  # ascending; the best level is the last
+        self._sign = 1 if reverse else -1  # bids: key = price; asks: key = -price
+        self._cache: dict[str, Key] = {}  # price string -> its validated key
+        self._exact = False  # True once the keys are Decimals
 
     def __len__(self) -> int:
-        return len(self._prices)
+        return len(self._keys)
 
     def clear(self) -> None:
         self._levels.clear()
-        self._prices.clear()
+        self._keys.clear()
+
+    def key_of(self, value: Decimal) -> Key:
+        """The key of a (validated) price."""
+        if not self._exact:
+            as_float = float(value)
+            if Decimal(repr(as_float)) == value:
+                return as_float * self._sign
+            self._to_exact()
+        return value if self._sign > 0 else value.copy_negate()
+
+    def key(self, price: str) -> Key:
+        """The key of a price string (validated).
+
+        A price string of at most 15 characters has at most 15 significant digits, so
+        ``float()`` of it is exact and is the key straight away; any other string (long,
+        odd or bad) is validated as a decimal, through a bounded cache.
+        """
+        if not self._exact and type(price) is str and len(price) <= _SHORT:
+            try:
+                value = float(price)
+            except ValueError:
+                value = 0.0
+            if _FLOAT_LOW < value < _FLOAT_HIGH:
+                return value * self._sign
+        key = self._cache.get(price)
+        if key is None:
+            key = self.key_of(_decimal(price, "price"))
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[price] = key
+        return key
+
+    def _to_exact(self) -> None:
+        """Switch to Decimal keys (a price a float cannot hold exactly was seen)."""
+        self._exact = True
+        self._cache.clear()
+        sign = self._sign
+        self._levels = {
+            (d if sign > 0 else d.copy_negate()): (text, qty)
+            for text, qty in self._levels.values()
+            for d in (Decimal(text),)
+        }
+        self._keys = sorted(self._levels)
 
     def set(self, price: str, qty: str) -> None:
         self.update(((price, qty),))
 
     def update(self, levels: Iterable[Level]) -> None:
         """Set each level's absolute quantity; zero removes it."""
-        keys, book, prices = self._keys, self._levels, self._prices
-        zeros = _ZERO_QTY
+        book, keys, sign, exact = self._levels, self._keys, self._sign, self._exact
+        zeros = _ZEROS
         for price, qty in levels:
-            key = keys.get(price)
-            if key is None:
-                key = _decimal(price, "price")
-                if len(keys) >= _CACHE_MAX:
-                    keys.clear()
-                keys[price] = key
-            zero = zeros.get(qty)
-            if zero is None:
-                zero = _is_zero_qty(qty)
-            if zero:
+            try:  # as in key(), inlined
+                value = float(price) if len(price) <= _SHORT else 0.0
+            except (TypeError, ValueError):
+                value = 0.0
+            if _FLOAT_LOW < value < _FLOAT_HIGH and not exact:
+                key: Key = value * sign
+            else:
+                key = self.key(price)
+                book, keys, exact = self._levels, self._keys, self._exact  # may have switched
+            try:
+                amount = float(qty)
+            except (TypeError, ValueError):
+                amount = -1.0  # junk: the check below raises BookError
+            if not 0.0 < amount < _INF and (qty in zeros or _is_zero_qty(qty)):
                 if book.pop(key, None) is not None:
-                    del prices[bisect_left(prices, key)]
+                    del keys[bisect_left(keys, key)]
             else:
                 if key not in book:
-                    insort(prices, key)
+                    insort(keys, key)
                 book[key] = (price, qty)
 
-    def remove(self, price: Decimal) -> None:
-        if self._levels.pop(price, None) is not None:
-            del self._prices[bisect_left(self._prices, price)]
+    def remove(self, key: Key) -> None:
+        if self._levels.pop(key, None) is not None:
+            del self._keys[bisect_left(self._keys, key)]
 
-    def get(self, price: Decimal) -> tuple[str, str] | None:
-        return self._levels.get(price)
+    def get(self, key: Key) -> tuple[str, str] | None:
+        return self._levels.get(key)
 
     def best(self) -> Level | None:
-        if not self._prices:
-            return None
-        return self._levels[self._prices[-1] if self._reverse else self._prices[0]]
+        return self._levels[self._keys[-1]] if self._keys else None
 
-    def best_price(self) -> Decimal | None:
-        if not self._prices:
-            return None
-        return self._prices[-1] if self._reverse else self._prices[0]
+    def best_key(self) -> Key | None:
+        return self._keys[-1] if self._keys else None
 
     def iter_best_first(self) -> Iterator[Level]:
-        prices = reversed(self._prices) if self._reverse else iter(self._prices)
-        for price in prices:
-            yield self._levels[price]
+        levels = self._levels
+        for key in reversed(self._keys):
+            yield levels[key]
 
-    def prices(self) -> Sequence[Decimal]:
-        return self._prices
+    def sorted_keys(self) -> Sequence[Key]:
+        """Every key, ascending (worst level first)."""
+        return self._keys
 
-    def remove_where(self, keep: Iterable[Decimal]) -> int:
-        """Keep only the given prices; return how many levels were removed."""
-        kept = [p for p in keep]
-        removed = len(self._prices) - len(kept)
-        self._levels = {p: self._levels[p] for p in kept}
-        self._prices = kept
+    def remove_where(self, keep: Iterable[Key]) -> int:
+        """Keep only the given keys (ascending); return how many levels were removed."""
+        kept = list(keep)
+        removed = len(self._keys) - len(kept)
+        self._levels = {k: self._levels[k] for k in kept}
+        self._keys = kept
         return removed
 
 
@@ -173,8 +235,7 @@ class Window:
                 return None
             if not levels:
                 return None
-            prices = [_decimal(p, "price") for p, _ in levels]
-            return min(prices) if pick == "min" else max(prices)
+            return _extreme([p for p, _ in levels], pick == "min")
 
         return cls(bound(snapshot.bids, "min"), bound(snapshot.asks, "max"))
 
@@ -200,18 +261,72 @@ class Window:
         return Window(floor, ceiling)
 
 
-def _straddled(event: DepthEvent | None) -> dict[Side, set[Decimal]]:
-    """The prices an event straddling a snapshot touches, per side."""
-    if event is None:
-        return {Side.BID: set(), Side.ASK: set()}
-    return {
-        Side.BID: {_decimal(p, "price") for p, _ in event.bids},
-        Side.ASK: {_decimal(p, "price") for p, _ in event.asks},
-    }
+def _extreme(prices: list[str], lowest: bool) -> Decimal:
+    """The lowest (or highest) of some price strings, exactly; each one is validated.
+
+    ``float()`` rounds monotonically, so the extreme price is among those whose float is
+    the extreme float: only those few are compared as decimals.
+    """
+    try:
+        floats = [float(p) for p in prices]
+    except (TypeError, ValueError):
+        floats = []
+    if not floats or not all(0.0 <= f < _INF for f in floats):  # NaN fails too
+        values = [_decimal(p, "price") for p in prices]  # raises on the bad one
+        return min(values) if lowest else max(values)
+    target = min(floats) if lowest else max(floats)
+    ties = [_decimal(p, "price") for p, f in zip(prices, floats, strict=True) if f == target]
+    return min(ties) if lowest else max(ties)
 
 
-def _nonzero(levels: Sequence[Level]) -> dict[Decimal, tuple[str, str]]:
-    return {_decimal(p, "price"): (p, q) for p, q in levels if _decimal(q, "quantity") != 0}
+def _is_zero(qty: str) -> bool:
+    try:
+        amount = float(qty)
+    except (TypeError, ValueError):
+        amount = -1.0
+    return not 0.0 < amount < _INF and (qty in _ZEROS or _is_zero_qty(qty))
+
+
+@dataclass(slots=True)
+class _SideView:
+    """A snapshot's side in the keys of one book side (for compare and heal)."""
+
+    theirs: dict[Key, Level]  # its non-zero levels
+    skip: set[Key]  # the prices the straddling event touches
+    inside: Key | None  # keys >= this are in the snapshot's window (None: all)
+    known: Key | None  # keys >= this are in the book's coverage (None: all)
+
+
+def _bound(window: Window | None, side: Side) -> Decimal | None:
+    if window is None:
+        return None
+    return window.bid_floor if side is Side.BID else window.ask_ceiling
+
+
+def _view(
+    book_side: _BookSide,
+    side: Side,
+    levels: Sequence[Level],
+    *,
+    straddling: DepthEvent | None,
+    window: Window,
+    coverage: Window | None,
+) -> _SideView:
+    """Key everything once the side's key kind is settled (a key may switch it)."""
+    touched = () if straddling is None else straddling.bids if side is Side.BID else straddling.asks
+    exact = book_side._exact
+    while True:
+        key, key_of = book_side.key, book_side.key_of
+        inside, known = _bound(window, side), _bound(coverage, side)
+        view = _SideView(
+            {key(p): (p, q) for p, q in levels if not _is_zero(q)},
+            {key(p) for p, _ in touched},
+            key_of(inside) if inside is not None else None,
+            key_of(known) if known is not None else None,
+        )
+        if book_side._exact == exact:
+            return view
+        exact = book_side._exact  # keys made before the switch are stale: once more
 
 
 class OrderBook:
@@ -266,8 +381,12 @@ class OrderBook:
 
     def is_crossed(self) -> bool:
         """Whether the best bid is at or above the best ask (a locked or crossed book)."""
-        bid, ask = self._bids.best_price(), self._asks.best_price()
-        return bid is not None and ask is not None and bid >= ask
+        bid, ask = self._bids.best_key(), self._asks.best_key()
+        if bid is None or ask is None:
+            return False
+        if self._bids._exact or self._asks._exact:  # keys of two kinds: compare the prices
+            return Decimal(self._bids.best()[0]) >= Decimal(self._asks.best()[0])  # type: ignore[index]
+        return bid >= -ask
 
     def top(self, n: int) -> tuple[list[Level], list[Level]]:
         """The best ``n`` levels of each side, best first, as exchange strings."""
@@ -296,26 +415,35 @@ class OrderBook:
         ``straddling`` is the event whose ``[U, u]`` contains the snapshot's
         ``lastUpdateId`` without ending on it: its levels are partly in the snapshot and
         are not compared. ``limit`` is the depth limit the snapshot was requested with.
+        Mismatches are listed per side (bids, then asks) by ascending price.
         """
         window = Window.of(snapshot, limit)
         if self.coverage is not None:
             window = window.intersect(self.coverage)
-        skip = _straddled(straddling)
         mismatches: list[LevelMismatch] = []
         checked = excluded = 0
         for side, theirs_levels in ((Side.BID, snapshot.bids), (Side.ASK, snapshot.asks)):
             ours_side = self._side(side)
-            theirs = _nonzero(theirs_levels)
-            keys = {p for p in theirs if window.covers(side, p)}
-            keys.update(p for p in ours_side.prices() if window.covers(side, p))
-            for key in sorted(keys):
-                if key in skip[side]:
+            view = _view(
+                ours_side, side, theirs_levels, straddling=straddling, window=window, coverage=None
+            )
+            theirs, inside = view.theirs, view.inside
+            ours_keys = ours_side.sorted_keys()
+            start = 0 if inside is None else bisect_left(ours_keys, inside)
+            keys = set(ours_keys[start:])
+            keys.update(k for k in theirs if inside is None or k >= inside)
+            for key in sorted(keys, reverse=side is Side.ASK):  # ascending price
+                if key in view.skip:
                     excluded += 1
                     continue
                 checked += 1
                 ours = ours_side.get(key)
                 their = theirs.get(key)
-                if ours is None or their is None or Decimal(ours[1]) != Decimal(their[1]):
+                if (
+                    ours is None
+                    or their is None
+                    or (ours[1] != their[1] and Decimal(ours[1]) != Decimal(their[1]))
+                ):
                     mismatches.append(
                         LevelMismatch(
                             side,
@@ -343,24 +471,31 @@ class OrderBook:
         coverage = self.coverage
         if coverage is None:
             return 0
-        skip = _straddled(straddling)
         changed = 0
         for side, theirs_levels in ((Side.BID, snapshot.bids), (Side.ASK, snapshot.asks)):
             ours_side = self._side(side)
-            theirs = _nonzero(theirs_levels)
+            view = _view(
+                ours_side,
+                side,
+                theirs_levels,
+                straddling=straddling,
+                window=window,
+                coverage=coverage,
+            )
+            if view.known is None:
+                continue  # the book knows the whole side already
+            theirs, inside, known, skip = view.theirs, view.inside, view.known, view.skip
 
-            def unknown(price: Decimal, side: Side = side) -> bool:
-                return (
-                    window.covers(side, price)
-                    and not coverage.covers(side, price)
-                    and price not in skip[side]
-                )
+            def unknown(
+                key: Key, inside: Key | None = inside, known: Key = known, skip: set[Key] = skip
+            ) -> bool:
+                return (inside is None or key >= inside) and key < known and key not in skip
 
-            for price in [p for p in ours_side.prices() if unknown(p) and p not in theirs]:
-                ours_side.remove(price)
+            for key in [k for k in ours_side.sorted_keys() if unknown(k) and k not in theirs]:
+                ours_side.remove(key)
                 changed += 1
-            for price, (text, qty) in theirs.items():
-                if unknown(price) and ours_side.get(price) != (text, qty):
+            for key, (text, qty) in theirs.items():
+                if unknown(key) and ours_side.get(key) != (text, qty):
                     ours_side.set(text, qty)
                     changed += 1
         self.coverage = coverage.union(window)
@@ -371,7 +506,10 @@ class OrderBook:
         removed = 0
         for side in (Side.BID, Side.ASK):
             book_side = self._side(side)
-            removed += book_side.remove_where(
-                p for p in book_side.prices() if window.covers(side, p)
-            )
+            bound = _bound(window, side)
+            if bound is None:
+                continue
+            threshold = book_side.key_of(bound)
+            keys = book_side.sorted_keys()
+            removed += book_side.remove_where(keys[bisect_left(keys, threshold) :])
         return removed

@@ -306,9 +306,26 @@ _FIELDS: Final = {  # kind -> (required fields, allowed fields besides snap extr
 }
 
 
+# A msg line in encode_msg's own layout ("t" without leading zeros, as JSON has it).
+_MSG_LINE: Final = re.compile(
+    rb'\{"k":"msg","t":(0|[1-9][0-9]{0,18}),"c":"([A-Za-z0-9_.:-]{1,128})","m":'
+)
+
+
 def decode_line(line: bytes) -> Record:
     """Decode one line (with or without its final newline); raises CodecError."""
     line = line[:-1] if line.endswith(b"\n") else line
+    fast = _MSG_LINE.match(line)
+    if fast is not None and line.endswith(b"}") and (t := int(fast.group(1))) <= MAX_NS:
+        # A msg line as encode_msg writes it: what the general path below would conclude,
+        # without parsing the head as JSON. The frame is still checked to be JSON.
+        frame = line[fast.end() : -1]
+        _loads(frame, "spliced frame")
+        return Msg(t, fast.group(2).decode("ascii"), frame)
+    return _decode_general(line)
+
+
+def _decode_general(line: bytes) -> Record:
     raw: bytes | None = None
     if line.startswith((b'{"k":"msg",', b'{"k":"snap",')) and (at := line.find(_SPLICE)) > 0:
         # "m" comes last: parse the head with a stand-in value, then the frame on its own.
@@ -519,6 +536,30 @@ class ObjectReader:
             raise CorruptObjectError(self.name, f"line {self.line_no}: a second header")
         return record
 
+    def pairs(self) -> Iterator[tuple[DataRecord, bytes | None]]:
+        """Each data record with its line (without the newline) when that line is exactly
+        what :func:`encode_record` gives for the record -- a ``msg`` in :func:`encode_msg`'s
+        own layout -- else None: re-encoding is then needed for the others only."""
+        pair = self._pair
+        while (line := self._next_line()) is not None:
+            yield pair(line)
+
+    def _pair(self, line: bytes) -> tuple[DataRecord, bytes | None]:
+        self.line_no += 1
+        fast = _MSG_LINE.match(line)
+        if fast is not None and line.endswith(b"}") and (t := int(fast.group(1))) <= MAX_NS:
+            frame = line[fast.end() : -1]
+            try:
+                _loads(frame, "spliced frame")
+            except CodecError as exc:
+                raise CorruptObjectError(self.name, f"line {self.line_no}: {exc}") from exc
+            return Msg(t, fast.group(2).decode("ascii"), frame), None if b"\r" in frame else line
+        self.line_no -= 1
+        record = self._decode(line)
+        if isinstance(record, Header):
+            raise CorruptObjectError(self.name, f"line {self.line_no}: a second header")
+        return record, None
+
     def _decode(self, line: bytes) -> Record:
         self.line_no += 1
         try:
@@ -573,6 +614,15 @@ class ObjectReader:
 def iter_object(fileobj: Source, name: str) -> ObjectReader:
     """Stream an object's records; see ObjectReader."""
     return ObjectReader(fileobj, name)
+
+
+def read_object_lines(data: bytes, name: str) -> tuple[ReadResult, list[bytes | None]]:
+    """:func:`read_object`, with each record's line as :meth:`ObjectReader.pairs` gives it."""
+    reader = ObjectReader(io.BytesIO(data), name)
+    pairs = list(reader.pairs())
+    records = [record for record, _ in pairs]
+    lines = [line for _, line in pairs]
+    return ReadResult(reader.header, records, reader.truncated, reader.error), lines
 
 
 def read_object(data: bytes, name: str) -> ReadResult:

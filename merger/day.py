@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import datetime as dt
 import functools
+import gc
 import hashlib
 import logging
 import tempfile
@@ -146,6 +148,22 @@ async def load_and_stitch(
     feed = Feed(plan_sources(keys, log), ChunkReader(market, log), fetcher, on_chunk=progress)
     stitcher = stitch(feed, market=market, log=log, primary=primary, start=start)
     return StreamingDay(stitcher, fetcher)
+
+
+@contextlib.contextmanager
+def long_lived_frozen() -> Iterator[None]:
+    """Keep the cyclic garbage collector off what existed before a symbol's merge.
+
+    A merge allocates millions of short-lived containers; whenever enough of them have
+    survived a while (queued events), Python runs a full collection that walks every
+    object of the process (modules, classes, ...) and finds nothing: a sixth of a
+    merge's time. Frozen objects are left out of those walks; they are unfrozen after.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @dataclass(slots=True)
@@ -435,10 +453,12 @@ async def merge_day(
             label = f"{date} {symbol} ({n}/{len(planned)} symbols)"
             on_chunk = functools.partial(progress, label)
         try:
-            outcome = await merge_symbol(
-                store, exchange, symbol, date, inputs, primary=primary, force=force,
-                delete_raw=delete_raw, previous=previous, pipeline=pipeline, progress=on_chunk,
-            )  # fmt: skip
+            with long_lived_frozen():
+                outcome = await merge_symbol(
+                    store, exchange, symbol, date, inputs, primary=primary, force=force,
+                    delete_raw=delete_raw, previous=previous, pipeline=pipeline,
+                    progress=on_chunk,
+                )  # fmt: skip
         except Exception as exc:  # one symbol's failure is reported, not fatal
             log.exception("symbol failed", extra={**context, "symbol": symbol})
             outcome = SymbolResult(symbol, "failed", error=f"{type(exc).__name__}: {exc}")

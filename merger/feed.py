@@ -107,6 +107,7 @@ class Feed:
         self._total = sum(len(c) for c in sources.values())
         self._done = 0
         self._ready = -1
+        self._next_start = -1  # receive time of the first unread chunk of any source
         self._update_ready()
         for source in self._sources.values():
             self._prefetch(source)
@@ -148,6 +149,8 @@ class Feed:
         preferred stream that lags a little is read first and keeps its preference.
         """
         limit = t_ns + self._catch_up_ns
+        if limit < self._next_start:
+            return False  # no unread chunk starts by then
         before = self._done
         for source in self._sources.values():
             while not source.exhausted and source.starts[source.read] <= limit:
@@ -179,6 +182,8 @@ class Feed:
     def _update_ready(self) -> None:
         readies = [s.ready_below(self._lookahead) for s in self._sources.values()]
         self._ready = min(readies, default=NEVER)
+        starts = [s.starts[s.read] for s in self._sources.values() if not s.exhausted]
+        self._next_start = min(starts, default=NEVER)
 
     def _read(self, source: _Source) -> None:
         assert self._reader is not None
@@ -190,11 +195,15 @@ class Feed:
         content = self._reader.read(key, raw_key, data)
         del data
         reach = source.ahead
+        streams = self.streams
+        name, queue = "", None
         for event in content.events:
-            queue = self.streams.get(event.stream)
-            if queue is None:
-                queue = self.streams[event.stream] = deque()
-                self.version += 1
+            if event.stream != name or queue is None:
+                name = event.stream
+                queue = streams.get(name)
+                if queue is None:
+                    queue = streams[name] = deque()
+                    self.version += 1
             queue.append(event)
             reach = max(reach, event.header.last_id)
         source.reach.append(reach)

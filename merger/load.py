@@ -37,7 +37,7 @@ from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
 from booktape.binance import Market, decode_snapshot, parse_depth_header
-from booktape.codec import Header, Msg, Snap, encode_read_msg, encode_record, read_object
+from booktape.codec import Header, Msg, Snap, encode_read_msg, encode_record, read_object_lines
 from booktape.errors import CorruptObjectError, FrameError, KeyLayoutError
 from booktape.keys import RawKey, parse_raw_key
 from booktape.stores import Store
@@ -101,6 +101,10 @@ class SourceTracker:
             return
         if last <= self._cur:
             return
+        if prev <= self._cur and not self._pending:  # continues: what _drain would do
+            self._cur = last
+            self._seg_to = max(self._seg_to, recv_ns)
+            return
         heapq.heappush(self._pending, (prev, last, recv_ns))
         self._drain()
         while self._pending and recv_ns - self._pending[0][2] > FILL_HORIZON_NS:
@@ -163,6 +167,7 @@ class ChunkReader:
         self.log = log
         self.sources: dict[str, SourceTracker] = {}
         self._last_u: dict[str, int] = {}  # stream -> last u taken
+        self._names: dict[tuple[str, str], str] = {}  # (source, connection) -> stream name
         self._digests: set[str] = set()  # sha256 of the chunks read
 
     def read(self, key: str, raw_key: RawKey, data: bytes) -> ChunkContent:
@@ -173,7 +178,7 @@ class ChunkReader:
             return content  # the same bytes under another key: read once
         self._digests.add(digest)
         try:
-            result = read_object(data, key)
+            result, lines = read_object_lines(data, key)
         except CorruptObjectError as exc:
             self.log.corrupt.append({"key": key, "error": exc.reason})
             return content
@@ -184,11 +189,12 @@ class ChunkReader:
             self.log.corrupt.append({"key": key, "error": f"truncated: {result.error}"})
         source = raw_key.source
         tracker = self.sources.setdefault(source, SourceTracker())
-        for record in result.records:
-            if isinstance(record, Msg):
-                event = self._event(source, raw_key.symbol, record)
+        events = content.events
+        for record, line in zip(result.records, lines, strict=True):
+            if type(record) is Msg:
+                event = self._event(source, raw_key.symbol, record, line)
                 if event is not None:
-                    content.events.append(event)
+                    events.append(event)
                     head = event.header
                     tracker.add(head.prev_id, head.first_id, head.last_id, event.recv_ns)
             elif isinstance(record, Snap):
@@ -197,19 +203,25 @@ class ChunkReader:
                     content.snapshots.append(snapshot)
         return content
 
-    def _event(self, source: str, symbol: str, record: Msg) -> StreamEvent | None:
+    def _event(
+        self, source: str, symbol: str, record: Msg, line: bytes | None
+    ) -> StreamEvent | None:
         try:
             header = parse_depth_header(record.raw, self.market)
         except FrameError:
             return None  # a reply, an error or another stream: not part of the book
         if header.symbol != symbol:
             return None
-        name = f"{source}/{record.c}"
+        name = self._names.get((source, record.c))
+        if name is None:
+            name = self._names[(source, record.c)] = f"{source}/{record.c}"
         last = self._last_u.get(name)
         if last is not None and header.last_id <= last:
             return None  # this connection gave it already (a resealed chunk)
         self._last_u[name] = header.last_id
-        return StreamEvent(source, name, record.t, header, record.raw, encode_read_msg(record))
+        if line is None:  # not stored in encode_msg's own layout: the line it would have
+            line = encode_read_msg(record)
+        return StreamEvent(source, name, record.t, header, record.raw, line)
 
     def _snapshot(self, source: str, key: str, symbol: str, record: Snap) -> SourceSnapshot | None:
         status = record.extra.get("status")

@@ -325,7 +325,7 @@ class Stitcher:
                 pending = reanchor.image  # folds an image no event followed
                 continue
             try:
-                event = decode_depth(picked.frame, self._market)
+                event = decode_depth(picked.frame, self._market, picked.header)
             except FrameError as exc:
                 log.corrupt.append({"key": picked.stream, "error": f"update {cur + 1}: {exc}"})
                 continue
@@ -341,7 +341,10 @@ class Stitcher:
             if pending is not None:
                 yield pending
                 pending = None
-            yield dataclasses.replace(picked, decoded=event)  # the writer needs no decode
+            yield StreamEvent(  # with its levels: the writer needs no decode
+                picked.source, picked.stream, picked.recv_ns, picked.header, picked.frame,
+                picked.line, event,
+            )  # fmt: skip
         left: set[tuple[int, int]] = set()
         self._cursors.drain(left)
         log.unusable_before_anchor += len(left)

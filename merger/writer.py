@@ -18,6 +18,7 @@ fixed, and the same items give byte-identical files. ``gaps.json`` (merger.gaps)
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 from collections.abc import Iterable
@@ -25,8 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import zstandard
 
@@ -117,7 +120,13 @@ def decode_closing(data: bytes) -> BookImage:
 
 
 class _LevelRows:
-    """Column buffers flushed to a ParquetWriter every BATCH_ROWS rows."""
+    """Rows buffered per group (one side of one item), turned into columns in bulk.
+
+    :meth:`add` keeps one tuple and the level list per group; :meth:`flush` builds the
+    columns with numpy (ids and labels repeated over each group's levels) and Arrow (every
+    price and quantity string parsed at once, as Python's ``float()`` would, correctly
+    rounded) and writes them as a row group every :data:`BATCH_ROWS` rows or more.
+    """
 
     def __init__(self, path: Path) -> None:
         self._writer = pq.ParquetWriter(
@@ -128,7 +137,9 @@ class _LevelRows:
             use_dictionary=["side", "source"],
             write_statistics=True,
         )
-        self._cols: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
+        self._groups: list[tuple[int, int, int, int, int, str, bool, str, int]] = []
+        self._levels: list[str] = []  # per group: its price,qty strings joined by commas
+        self._pending = 0  # rows buffered
         self.rows = 0
 
     def add(
@@ -144,32 +155,75 @@ class _LevelRows:
         n = len(levels)
         if not n:
             return
-        local_ts, exchange_ts, prev_id, first_id, last_id = ids
-        c = self._cols
-        for name, value in (
-            ("local_ts", local_ts), ("exchange_ts", exchange_ts), ("prev_update_id", prev_id),
-            ("first_update_id", first_id), ("last_update_id", last_id), ("side", side),
-            ("is_snapshot", snapshot), ("source", source),
-        ):  # fmt: skip
-            c[name].extend([value] * n)
-        c["price"].extend([float(price) for price, _ in levels])
-        c["qty"].extend([float(qty) for _, qty in levels])
+        try:
+            text = ",".join(itertools.chain.from_iterable(levels))  # compact until the flush
+        except TypeError:  # numbers, not strings: as float() reads them
+            text = ",".join(repr(float(x)) for level in levels for x in level)
+        if text.count(",") != 2 * n - 1:  # a level that is not two comma-free strings
+            for level in levels:
+                for x in level:
+                    float(x)  # raises for the culprit
+            raise ValueError(f"malformed levels {levels!r}")
+        self._groups.append((*ids, side, snapshot, source, n))
+        self._levels.append(text)
+        self._pending += n
         self.rows += n
 
     def maybe_flush(self) -> None:
         """Write a row group once a batch is full (called between events only)."""
-        if len(self._cols["local_ts"]) >= BATCH_ROWS:
+        if self._pending >= BATCH_ROWS:
             self.flush()
 
     def flush(self) -> None:
-        if self._cols["local_ts"]:
-            table = pa.Table.from_pydict(self._cols, schema=LEVELS_SCHEMA)
-            self._writer.write_table(table, row_group_size=BATCH_ROWS * 2)
-            self._cols = {name: [] for name in _COLUMNS}
+        if not self._groups:
+            return
+        columns = list(zip(*self._groups, strict=True))
+        counts = np.array(columns[8], dtype=np.int64)
+
+        def repeated(values: tuple[Any, ...], dtype: type) -> pa.Array:
+            return pa.array(np.repeat(np.array(values, dtype=dtype), counts))
+
+        def labels(values: tuple[str, ...]) -> pa.Array:
+            names = sorted(set(values))
+            index = {name: i for i, name in enumerate(names)}
+            codes = np.array([index[v] for v in values], dtype=np.int32)
+            return pa.array(names, pa.string()).take(pa.array(np.repeat(codes, counts)))
+
+        prices, qtys = _floats(self._levels)
+        arrays = {
+            "local_ts": repeated(columns[0], np.int64),
+            "exchange_ts": repeated(columns[1], np.int64),
+            "prev_update_id": repeated(columns[2], np.int64),
+            "first_update_id": repeated(columns[3], np.int64),
+            "last_update_id": repeated(columns[4], np.int64),
+            "side": labels(columns[5]),
+            "price": prices,
+            "qty": qtys,
+            "is_snapshot": repeated(columns[6], np.bool_),
+            "source": labels(columns[7]),
+        }
+        table = pa.Table.from_arrays([arrays[name] for name in _COLUMNS], schema=LEVELS_SCHEMA)
+        self._writer.write_table(table, row_group_size=BATCH_ROWS * 2)
+        self._groups = []
+        self._levels = []
+        self._pending = 0
 
     def close(self) -> None:
         self.flush()
         self._writer.close()
+
+
+def _floats(groups: list[str]) -> tuple[pa.Array, pa.Array]:
+    """Every level's price and quantity as float64 columns, in order.
+
+    ``groups`` holds each group's strings joined by commas ("p1,q1,p2,q2,...").
+    """
+    texts = pc.split_pattern(pa.array(groups, pa.string()), ",").flatten()
+    try:
+        values = texts.cast(pa.float64()).to_numpy()
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a spelling Arrow does not read: as Python
+        values = np.array([float(text) for text in texts.to_pylist()], dtype=np.float64)
+    return pa.array(values[0::2]), pa.array(values[1::2])
 
 
 class DayWriter:

@@ -1,0 +1,99 @@
+"""Reading records with their stored lines (the merger's read path) and the msg fast path.
+
+Ground truth: the bytes that were written (each line exactly as encoded) and the JSON of
+each line as orjson reads it.
+"""
+
+from __future__ import annotations
+
+import io
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from booktape.codec import (
+    Header,
+    Msg,
+    RecordWriter,
+    decode_line,
+    encode_msg,
+    read_object,
+    read_object_lines,
+)
+from booktape.errors import CodecError, CorruptObjectError
+
+HEADER = Header("binance", "depth", "BTCUSDT", "eu", "c1", "host")
+FRAME = b'{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":5,"u":6,"b":[["1.5","2"]],"a":[]}'
+
+
+def object_of(lines: list[bytes]) -> bytes:
+    buf = io.BytesIO()
+    with RecordWriter(buf, HEADER) as writer:
+        for line in lines:
+            writer.write_line(line)
+    return buf.getvalue()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(0, 2**63 - 1),
+    st.from_regex(r"[A-Za-z0-9_.:-]{1,20}", fullmatch=True),
+    st.sampled_from([FRAME, b"{}", b"[1,2]", b'"x"', b'{"a":"\\r"}', b'{"m":1}']),
+)
+def test_msg_lines_decode_as_their_json_says(t: int, conn: str, frame: bytes) -> None:
+    line = encode_msg(t, conn, frame)
+    head = orjson.loads(line)
+
+    record = decode_line(line)
+
+    assert isinstance(record, Msg)
+    assert (record.t, record.c, record.raw) == (head["t"], head["c"], frame)
+
+
+def test_stored_lines_come_back_for_msg_records_in_the_encoders_layout() -> None:
+    lines = [encode_msg(10, "ws1", FRAME), encode_msg(11, "ws2", b'{"id":1,"result":null}')]
+    data = object_of(lines)
+
+    result, stored = read_object_lines(data, "k")
+
+    assert result.records == read_object(data, "k").records
+    assert stored == [line[:-1] for line in lines]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"k":"msg", "t":10,"c":"ws1","m":{}}\n',  # a space: JSON, not the encoder's layout
+        b'{"k":"msg","t":10,"c":"ws1","b64":"e30="}\n',  # base64 form
+        b'{"k":"msg","t":10,"c":"ws1","m":{"a":1,\r"b":2}}\n',  # a CR in the frame
+        b'{"k":"conn","t":10,"c":"ws1","ev":"open","info":{}}\n',
+    ],
+)
+def test_other_lines_have_no_stored_line_and_decode_as_before(line: bytes) -> None:
+    data = object_of([line])
+
+    result, stored = read_object_lines(data, "k")
+
+    assert stored == [None]
+    assert result.records == [decode_line(line)]
+
+
+@pytest.mark.parametrize(
+    ("line", "match"),
+    [
+        (b'{"k":"msg","t":010,"c":"ws1","m":{}}\n', "not valid JSON"),  # a leading zero
+        (b'{"k":"msg","t":1,"c":"ws1","m":{"a":}}\n', "spliced frame is not valid JSON"),
+        (b'{"k":"msg","t":9223372036854775808,"c":"ws1","m":{}}\n', "invalid t"),
+    ],
+)
+def test_bad_msg_lines_are_corrupt_on_both_read_paths(line: bytes, match: str) -> None:
+    data = object_of([encode_msg(1, "ws1", FRAME), line])
+
+    with pytest.raises(CodecError, match=match):
+        decode_line(line)
+    with pytest.raises(CorruptObjectError, match=f"line 3: .*{match}"):
+        read_object(data, "k")
+    with pytest.raises(CorruptObjectError, match=f"line 3: .*{match}"):
+        read_object_lines(data, "k")
