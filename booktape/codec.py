@@ -45,10 +45,10 @@ import base64
 import binascii
 import io
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import orjson
 import zstandard
@@ -56,6 +56,9 @@ import zstandard
 from booktape import __version__
 from booktape.errors import BooktapeError, CodecError, CorruptObjectError
 from booktape.keys import validate_channel, validate_name
+
+P = TypeVar("P")
+Prover = Callable[[bytes], P | None]  # a frame -> proof that it is JSON (and more), or None
 
 FORMAT_VERSION: Final = 1
 CONN_EVENTS: Final = frozenset({"open", "subscribe", "close", "rotate", "break", "miss"})
@@ -194,7 +197,7 @@ def encode_msg(t_ns: int, conn: str, frame: bytes) -> bytes:
 def msg_prefix(t_ns: int, conn: str) -> bytes:
     """The start of a ``msg`` line, up to its frame: ``msg_prefix(t, c) + frame + b"}\\n"``
     is what :func:`encode_msg` gives for a frame already proven to be JSON without a line
-    break (the collector's fast path, :mod:`collector.fastframe`), at a fraction of it."""
+    break (the collector's fast path, :mod:`booktape.fastframe`), at a fraction of it."""
     return b'%s%d%s,"m":' % (_MSG_HEAD, _ns("receive time", t_ns), _conn_field(conn))
 
 
@@ -536,29 +539,40 @@ class ObjectReader:
             raise CorruptObjectError(self.name, f"line {self.line_no}: a second header")
         return record
 
-    def pairs(self) -> Iterator[tuple[DataRecord, bytes | None]]:
+    def pairs(
+        self, prove: Prover[P] | None = None
+    ) -> Iterator[tuple[DataRecord, bytes | None, P | None]]:
         """Each data record with its line (without the newline) when that line is exactly
         what :func:`encode_record` gives for the record -- a ``msg`` in :func:`encode_msg`'s
-        own layout -- else None: re-encoding is then needed for the others only."""
-        pair = self._pair
-        while (line := self._next_line()) is not None:
-            yield pair(line)
+        own layout -- else None: re-encoding is then needed for the others only.
 
-    def _pair(self, line: bytes) -> tuple[DataRecord, bytes | None]:
+        ``prove``: called with the frame of each such ``msg``; what it returns (not None)
+        vouches that the frame is JSON, which is then not parsed here, and is given back
+        as the third item (e.g. the frame's header read by the same regex).
+        """
+        while (line := self._next_line()) is not None:
+            yield self._pair(line, prove)
+
+    def _pair(
+        self, line: bytes, prove: Prover[P] | None
+    ) -> tuple[DataRecord, bytes | None, P | None]:
         self.line_no += 1
         fast = _MSG_LINE.match(line)
         if fast is not None and line.endswith(b"}") and (t := int(fast.group(1))) <= MAX_NS:
             frame = line[fast.end() : -1]
-            try:
-                _loads(frame, "spliced frame")
-            except CodecError as exc:
-                raise CorruptObjectError(self.name, f"line {self.line_no}: {exc}") from exc
-            return Msg(t, fast.group(2).decode("ascii"), frame), None if b"\r" in frame else line
+            proof = prove(frame) if prove is not None else None
+            if proof is None:
+                try:
+                    _loads(frame, "spliced frame")
+                except CodecError as exc:
+                    raise CorruptObjectError(self.name, f"line {self.line_no}: {exc}") from exc
+            msg = Msg(t, fast.group(2).decode("ascii"), frame)
+            return msg, None if b"\r" in frame else line, proof
         self.line_no -= 1
         record = self._decode(line)
         if isinstance(record, Header):
             raise CorruptObjectError(self.name, f"line {self.line_no}: a second header")
-        return record, None
+        return record, None, None
 
     def _decode(self, line: bytes) -> Record:
         self.line_no += 1
@@ -616,13 +630,17 @@ def iter_object(fileobj: Source, name: str) -> ObjectReader:
     return ObjectReader(fileobj, name)
 
 
-def read_object_lines(data: bytes, name: str) -> tuple[ReadResult, list[bytes | None]]:
-    """:func:`read_object`, with each record's line as :meth:`ObjectReader.pairs` gives it."""
+def read_object_lines(
+    data: bytes, name: str, prove: Prover[P] | None = None
+) -> tuple[ReadResult, list[bytes | None], list[P | None]]:
+    """:func:`read_object`, with each record's line and proof as
+    :meth:`ObjectReader.pairs` gives them."""
     reader = ObjectReader(io.BytesIO(data), name)
-    pairs = list(reader.pairs())
-    records = [record for record, _ in pairs]
-    lines = [line for _, line in pairs]
-    return ReadResult(reader.header, records, reader.truncated, reader.error), lines
+    triples = list(reader.pairs(prove))
+    records = [record for record, _, _ in triples]
+    lines = [line for _, line, _ in triples]
+    proofs = [proof for _, _, proof in triples]
+    return ReadResult(reader.header, records, reader.truncated, reader.error), lines, proofs
 
 
 def read_object(data: bytes, name: str) -> ReadResult:

@@ -5,7 +5,7 @@ in one call (:meth:`collector.wsreader.BatchConnection.recv_batch`: the server's
 are parsed in batches, not one ``recv()`` each), reads the clock once for the batch (the
 receive time of all its frames), turns the batch into items and hands them to the sink
 in one ``put_many``. A depth frame in Binance's own spot layout takes the fast path
-(:func:`collector.fastframe.spot_depth`: header read and JSON proven in one pass, the
+(:func:`booktape.fastframe.spot_depth`: header read and JSON proven in one pass, the
 frame spliced verbatim after :func:`booktape.codec.msg_prefix`); any other frame takes
 the general one (:func:`booktape.binance.classify_frame`,
 :func:`~booktape.binance.parse_depth_header`, :func:`booktape.codec.encode_msg`). Both
@@ -59,7 +59,7 @@ from booktape.binance import (
 )
 from booktape.codec import encode_bad, encode_conn, encode_msg, msg_prefix
 from booktape.errors import FrameError
-from collector.fastframe import spot_depth
+from booktape.fastframe import spot_depth
 from collector.metrics import Metrics
 from collector.types import Item, RecordSink
 from collector.wsreader import BatchConnection

@@ -36,9 +36,10 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
-from booktape.binance import Market, decode_snapshot, parse_depth_header
+from booktape.binance import DepthHeader, Market, decode_snapshot, parse_depth_header
 from booktape.codec import Header, Msg, Snap, encode_read_msg, encode_record, read_object_lines
 from booktape.errors import CorruptObjectError, FrameError, KeyLayoutError
+from booktape.fastframe import spot_depth_header
 from booktape.keys import RawKey, parse_raw_key
 from booktape.stores import Store
 from merger.model import GapLog, SourceSnapshot, SourceStats, StreamEvent
@@ -165,6 +166,8 @@ class ChunkReader:
     def __init__(self, market: Market, log: GapLog) -> None:
         self.market = market
         self.log = log
+        # spot frames in Binance's own layout: JSON proof and header in one regex
+        self._prove = None if market.is_futures else spot_depth_header
         self.sources: dict[str, SourceTracker] = {}
         self._last_u: dict[str, int] = {}  # stream -> last u taken
         self._names: dict[tuple[str, str], str] = {}  # (source, connection) -> stream name
@@ -178,7 +181,7 @@ class ChunkReader:
             return content  # the same bytes under another key: read once
         self._digests.add(digest)
         try:
-            result, lines = read_object_lines(data, key)
+            result, lines, headers = read_object_lines(data, key, self._prove)
         except CorruptObjectError as exc:
             self.log.corrupt.append({"key": key, "error": exc.reason})
             return content
@@ -190,9 +193,9 @@ class ChunkReader:
         source = raw_key.source
         tracker = self.sources.setdefault(source, SourceTracker())
         events = content.events
-        for record, line in zip(result.records, lines, strict=True):
+        for record, line, proven in zip(result.records, lines, headers, strict=True):
             if type(record) is Msg:
-                event = self._event(source, raw_key.symbol, record, line)
+                event = self._event(source, raw_key.symbol, record, line, proven)
                 if event is not None:
                     events.append(event)
                     head = event.header
@@ -204,12 +207,18 @@ class ChunkReader:
         return content
 
     def _event(
-        self, source: str, symbol: str, record: Msg, line: bytes | None
+        self,
+        source: str,
+        symbol: str,
+        record: Msg,
+        line: bytes | None,
+        header: DepthHeader | None,
     ) -> StreamEvent | None:
-        try:
-            header = parse_depth_header(record.raw, self.market)
-        except FrameError:
-            return None  # a reply, an error or another stream: not part of the book
+        if header is None:
+            try:
+                header = parse_depth_header(record.raw, self.market)
+            except FrameError:
+                return None  # a reply, an error or another stream: not part of the book
         if header.symbol != symbol:
             return None
         name = self._names.get((source, record.c))

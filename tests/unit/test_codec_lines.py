@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from booktape.binance import parse_depth_header
 from booktape.codec import (
     Header,
     Msg,
@@ -23,6 +24,7 @@ from booktape.codec import (
     read_object_lines,
 )
 from booktape.errors import CodecError, CorruptObjectError
+from booktape.fastframe import spot_depth_header
 
 HEADER = Header("binance", "depth", "BTCUSDT", "eu", "c1", "host")
 FRAME = b'{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":5,"u":6,"b":[["1.5","2"]],"a":[]}'
@@ -56,7 +58,7 @@ def test_stored_lines_come_back_for_msg_records_in_the_encoders_layout() -> None
     lines = [encode_msg(10, "ws1", FRAME), encode_msg(11, "ws2", b'{"id":1,"result":null}')]
     data = object_of(lines)
 
-    result, stored = read_object_lines(data, "k")
+    result, stored, _ = read_object_lines(data, "k")
 
     assert result.records == read_object(data, "k").records
     assert stored == [line[:-1] for line in lines]
@@ -74,7 +76,7 @@ def test_stored_lines_come_back_for_msg_records_in_the_encoders_layout() -> None
 def test_other_lines_have_no_stored_line_and_decode_as_before(line: bytes) -> None:
     data = object_of([line])
 
-    result, stored = read_object_lines(data, "k")
+    result, stored, _ = read_object_lines(data, "k")
 
     assert stored == [None]
     assert result.records == [decode_line(line)]
@@ -97,3 +99,20 @@ def test_bad_msg_lines_are_corrupt_on_both_read_paths(line: bytes, match: str) -
         read_object(data, "k")
     with pytest.raises(CorruptObjectError, match=f"line 3: .*{match}"):
         read_object_lines(data, "k")
+    with pytest.raises(CorruptObjectError, match=f"line 3: .*{match}"):
+        read_object_lines(data, "k", spot_depth_header)  # the prover vouches for none
+
+
+def test_a_proven_frame_gives_its_proof_back_and_others_are_still_checked() -> None:
+    spot = b'{"stream":"btcusdt@depth","data":' + FRAME + b"}"
+    lines = [encode_msg(1, "ws1", spot), encode_msg(2, "ws1", FRAME)]
+
+    result, stored, proofs = read_object_lines(object_of(lines), "k", spot_depth_header)
+
+    assert result.records == [Msg(1, "ws1", spot), Msg(2, "ws1", FRAME)]
+    assert stored == [line[:-1] for line in lines]
+    assert proofs == [parse_depth_header(spot), None]  # a raw /ws frame is not in the layout
+    broken = spot.replace(b'"a":[]', b'"a":[],')  # not JSON, nor in the layout
+    bad = object_of([lines[0], b'{"k":"msg","t":2,"c":"ws1","m":' + broken + b"}\n"])
+    with pytest.raises(CorruptObjectError, match=r"line 3: .*spliced frame is not valid JSON"):
+        read_object_lines(bad, "k", spot_depth_header)

@@ -1,4 +1,4 @@
-"""The collector's fast depth path (collector.fastframe) against orjson and the general path.
+"""The collector's fast depth path (booktape.fastframe) against orjson and the general path.
 
 Ground truth: the recorded frames' own JSON decoded by orjson. The fast path may refuse a
 frame the general path takes (it then takes the general path), but whatever it accepts must
@@ -16,7 +16,7 @@ import pytest
 
 from booktape.binance import Market, parse_depth_header
 from booktape.codec import encode_msg, msg_prefix
-from collector.fastframe import spot_depth
+from booktape.fastframe import spot_depth, spot_depth_header
 from simulator.recordings import load_recording
 
 
@@ -37,6 +37,7 @@ def test_every_real_frame_takes_the_fast_path_with_its_json_fields(frames: list[
         assert got == (data["s"], data["U"], data["u"], data["E"])
         header = parse_depth_header(frame)
         assert header.prev_id == got[1] - 1
+        assert spot_depth_header(frame) == header  # the merger's read path
 
 
 def test_the_fast_line_is_the_general_line_byte_for_byte(frames: list[bytes]) -> None:
@@ -70,6 +71,8 @@ def test_whatever_the_fast_path_accepts_is_json_with_those_fields(frames: list[b
     for frame in rng.sample(frames, 60):
         for mutant in _mutants(frame, rng, 150):
             got = spot_depth(mutant)
+            header = spot_depth_header(mutant)
+            assert (header is None) == (got is None)
             if got is None:
                 refused += 1
                 continue
@@ -77,6 +80,9 @@ def test_whatever_the_fast_path_accepts_is_json_with_those_fields(frames: list[b
             doc = orjson.loads(mutant)  # raises if the fast path let non-JSON through
             data = doc["data"]
             assert got == (data["s"], data["U"], data["u"], data["E"])
+            assert header == parse_depth_header(mutant)
+            assert header is not None
+            assert header.stream == doc["stream"]
             assert b"\n" not in mutant
             assert b"\r" not in mutant
     assert accepted > 1000
@@ -109,6 +115,7 @@ def test_whatever_the_fast_path_accepts_is_json_with_those_fields(frames: list[b
 )
 def test_frames_outside_the_layout_take_the_general_path(frame: bytes) -> None:
     assert spot_depth(frame) is None
+    assert spot_depth_header(frame) is None
 
 
 def test_empty_sides_and_zero_ids_are_in_the_layout() -> None:

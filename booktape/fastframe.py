@@ -1,4 +1,4 @@
-"""The collector's fast path for a depth frame in Binance's own layout: header and JSON proof.
+"""The fast path for a depth frame in Binance's own layout: header and JSON proof at once.
 
 A ``msg`` record embeds the frame verbatim as a JSON value, so the frame must be proven to
 be JSON (else it becomes a ``bad`` record). ``orjson.loads`` proves it by building every
@@ -17,12 +17,18 @@ general path (:func:`booktape.binance.classify_frame`,
 :func:`~booktape.binance.parse_depth_header` and :func:`booktape.codec.encode_msg`, which
 validates with orjson). What it reads is what :func:`~booktape.binance.parse_depth_header`
 reads from the same frame (``pu`` = ``U`` - 1).
+
+Used where frames are many: the collector on receipt (:func:`spot_depth`), the merger when
+it reads recorded ``msg`` lines back (:func:`spot_depth_header`, given to
+:func:`booktape.codec.read_object_lines` as its prover).
 """
 
 from __future__ import annotations
 
 import re
 from typing import Final
+
+from booktape.binance import DepthHeader
 
 _STR: Final = rb"([ !#-\[\]-~]*+)"  # a JSON string body: printable ASCII, no quote, no backslash
 _INT: Final = rb"(0|[1-9][0-9]*+)"  # a JSON non-negative integer
@@ -47,3 +53,18 @@ def spot_depth(frame: bytes) -> tuple[str, int, int, int] | None:
     if first > last:
         return None  # parse_depth_header refuses it: the general path records why
     return symbol.decode("ascii"), first, last, int(event_time)
+
+
+def spot_depth_header(frame: bytes) -> DepthHeader | None:
+    """The :class:`~booktape.binance.DepthHeader` of a combined spot depth frame proven to
+    be JSON (equal to :func:`~booktape.binance.parse_depth_header`'s), or None."""
+    match = _FRAME.fullmatch(frame)
+    if match is None or match.start(2) - 5 > _DEPTH_WITHIN:
+        return None
+    stream, event_time, symbol, first_text, last_text = match.groups()
+    first, last = int(first_text), int(last_text)
+    if first > last:
+        return None
+    return DepthHeader(
+        symbol.decode("ascii"), first, last, first - 1, int(event_time), stream.decode("ascii")
+    )
