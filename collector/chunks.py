@@ -82,6 +82,10 @@ class OpenChunk:
     fd: int | None = None
     synced: bool = True  # nothing written since the last fsync
     claimed_key: RawKey | None = None  # the key chosen for it (recovery), else from .key
+    day_start_ns: int = 0  # UTC midnight before first_recv_ns (set after init)
+
+    def __post_init__(self) -> None:
+        self.day_start_ns = self.first_recv_ns - self.first_recv_ns % NS_PER_DAY
 
     @property
     def day(self) -> int:
@@ -155,8 +159,13 @@ class ChunkWriter:
         stream = (item.channel, item.symbol)
         chunk = self.chunks.get(stream)
         cut = None
-        if chunk is not None and self._must_cut(chunk, item):
-            cut, chunk = chunk, None
+        if chunk is not None:
+            t = item.recv_ns  # the common case (inside the chunk's span, room left) inline
+            if (
+                not chunk.day_start_ns <= t < chunk.deadline_ns
+                or chunk.size + len(item.line) > self.chunk_max_bytes
+            ) and self._must_cut(chunk, item):
+                cut, chunk = chunk, None
         if chunk is None:
             header, line = self.header(item.channel, item.symbol)
             deadline = rotation_deadline_ns(item.recv_ns, self.rotation_ns)

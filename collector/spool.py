@@ -130,7 +130,7 @@ class SpoolUsage:
 class Spool:
     """The spool directory; see the module docstring for the layout and the guarantees."""
 
-    def __init__(self, root: str | os.PathLike[str], *, zstd_level: int = 3) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, zstd_level: int = 1) -> None:
         self.root = Path(root).absolute()
         self.open_dir = self.root / OPEN
         self.sealed_dir = self.root / SEALED
