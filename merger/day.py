@@ -150,6 +150,9 @@ async def load_and_stitch(
     return StreamingDay(stitcher, fetcher)
 
 
+YOUNG_THRESHOLD: Final = 50_000  # allocations between collections of the youngest generation
+
+
 @contextlib.contextmanager
 def long_lived_frozen() -> Iterator[None]:
     """Keep the cyclic garbage collector off what existed before a symbol's merge.
@@ -158,11 +161,17 @@ def long_lived_frozen() -> Iterator[None]:
     survived a while (queued events), Python runs a full collection that walks every
     object of the process (modules, classes, ...) and finds nothing: a sixth of a
     merge's time. Frozen objects are left out of those walks; they are unfrozen after.
+    The youngest generation is collected every ``YOUNG_THRESHOLD`` allocations instead of
+    every 700 (4 % of a merge went on ~1,000 young collections an hour of events); every
+    collection still runs, only less often.
     """
+    thresholds = gc.get_threshold()
     gc.freeze()
+    gc.set_threshold(YOUNG_THRESHOLD, *thresholds[1:])
     try:
         yield
     finally:
+        gc.set_threshold(*thresholds)
         gc.unfreeze()
 
 
