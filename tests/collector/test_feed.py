@@ -12,12 +12,19 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
 from websockets.http11 import Response
 
-from booktape.binance import Market, first_splice_index, parse_depth_header, snapshot_last_update_id
+from booktape.binance import (
+    DepthHeader,
+    Market,
+    first_splice_index,
+    parse_depth_header,
+    snapshot_last_update_id,
+)
 from booktape.codec import Conn, Msg
 from collector.backoff import AttemptPacer, Backoff, FeedFatalError, classify_connect_error
 from simulator.faults import Malformed
 from tests.collector.feed_fixtures import (
     ListSink,
+    Running,
     running_feed,
     settings_for,
     sim_config,
@@ -253,6 +260,9 @@ async def test_usdm_futures_use_fapi_and_pu_continuity(tmp_path: Path, real_data
                     for s in symbols
                 )
             )
+            # the replayed stream may still be short of a symbol's (recorded) snapshot id:
+            # wait until each symbol's events reach it, as a merge would need
+            await run.until(lambda: all(spliced(run, s) for s in symbols), 30)
             await run.until(lambda: len(run.sink.msgs("SUSHIUSDT")) >= 20)
 
     assert run.metric("booktape_breaks_total", symbol="SUSHIUSDT") == 0
@@ -260,15 +270,24 @@ async def test_usdm_futures_use_fapi_and_pu_continuity(tmp_path: Path, real_data
         snap = run.sink.snaps(symbol)[0]
         assert snap.r == f"/fapi/v1/depth?symbol={symbol}&limit=100"
         assert snap.extra["status"] == 200
-        headers = [
-            parse_depth_header(m.raw, Market.USDM)
-            for m in run.sink.msgs(symbol)
-            if b"depthUpdate" in m.raw[:80]
-        ]
+        headers = usdm_headers(run, symbol)
         assert any(h.prev_id != h.first_id - 1 for h in headers)  # sparse ids: pu, not U - 1
-        last_update_id = snapshot_last_update_id(snap.raw)
-        assert last_update_id is not None
-        assert first_splice_index(last_update_id, headers) is not None
+        assert spliced(run, symbol)
+
+
+def usdm_headers(run: Running, symbol: str) -> list[DepthHeader]:
+    return [
+        parse_depth_header(m.raw, Market.USDM)
+        for m in run.sink.msgs(symbol)
+        if b"depthUpdate" in m.raw[:80]
+    ]
+
+
+def spliced(run: Running, symbol: str) -> bool:
+    """True when an event recorded for ``symbol`` splices onto its first snapshot."""
+    last_update_id = snapshot_last_update_id(run.sink.snaps(symbol)[0].raw)
+    assert last_update_id is not None
+    return first_splice_index(last_update_id, usdm_headers(run, symbol)) is not None
 
 
 # --- the pure parts of reconnecting ----------------------------------------------------
