@@ -47,7 +47,6 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from booktape.binance import (
-    DepthHeader,
     FrameKind,
     Market,
     classify_frame,
@@ -278,7 +277,6 @@ class FeedConnection:
         items: list[Item] = []
         prefix = msg_prefix(recv_ns, self.id)
         spot = self._opt.market is Market.SPOT
-        tracks, counts_of, listener = self.tracks, self._counts, self._listener
         for index, frame in enumerate(frames):
             is_binary = bool(binary) and index in binary
             fast = spot_depth(frame) if spot and not is_binary else None
@@ -286,21 +284,8 @@ class FeedConnection:
                 self._general(frame, recv_ns, is_binary, items)
                 continue
             symbol, first, last, event_time = fast
-            track = tracks.get(symbol)
-            if track is None or track.last_id is None or track.last_id + 1 != first:
-                self._new_run(symbol, first, first - 1, last, recv_ns=recv_ns, items=items)
-            else:
-                track.run_events += 1
-                track.last_id = last
-            items.append(Item(symbol, b"".join((prefix, frame, b"}\n")), recv_ns, first, last))
-            counts = counts_of.get(symbol)
-            if counts is None:
-                counts = counts_of[symbol] = [0, 0, 0, 0]
-            counts[0] += 1
-            counts[1] += len(frame)
-            counts[2] = last
-            counts[3] = recv_ns
-            listener.on_depth(self, symbol, first - 1, event_time)
+            line = b"".join((prefix, frame, b"}\n"))
+            self._depth(symbol, first, first - 1, last, event_time, frame, line, recv_ns, items)
         if recv_ns >= self._metrics_due_ns:
             self._flush_metrics(recv_ns)
         return items
@@ -318,7 +303,11 @@ class FeedConnection:
             if line.startswith(_BAD):  # a readable header, but not JSON (truncated)
                 self._other(frame, recv_ns, binary, items, line)
             else:
-                self._depth(frame, recv_ns, header, line, items)
+                h = header
+                self._depth(
+                    h.symbol, h.first_id, h.prev_id, h.last_id, h.event_time, frame, line, recv_ns,
+                    items,
+                )  # fmt: skip
         elif kind is FrameKind.OTHER:
             self._other(frame, recv_ns, binary, items)
         else:
@@ -352,27 +341,26 @@ class FeedConnection:
             track.run_events += 1
         track.last_id = last_id
 
-    def _depth(
-        self, frame: bytes, recv_ns: int, header: DepthHeader, line: bytes, items: list[Item]
-    ) -> None:
-        """A depth event read by the general path (futures, another layout)."""
-        symbol = header.symbol
+    def _depth(  # noqa: PLR0917 -- the hot path: no header object per frame
+        self, symbol: str, first: int, prev: int, last: int, event_time: int, frame: bytes,
+        line: bytes, recv_ns: int, items: list[Item],
+    ) -> None:  # fmt: skip
+        """A depth event of ``symbol`` (either path): continuity, its item, its counts."""
         track = self.tracks.get(symbol)
-        if track is None or track.last_id is None or header.prev_id != track.last_id:
-            h = header
-            self._new_run(symbol, h.first_id, h.prev_id, h.last_id, recv_ns=recv_ns, items=items)
+        if track is None or track.last_id is None or track.last_id != prev:
+            self._new_run(symbol, first, prev, last, recv_ns=recv_ns, items=items)
         else:
             track.run_events += 1
-            track.last_id = header.last_id
-        items.append(Item(symbol, line, recv_ns, header.first_id, header.last_id))
+            track.last_id = last
+        items.append(Item(symbol, line, recv_ns, first, last))
         counts = self._counts.get(symbol)
         if counts is None:
             counts = self._counts[symbol] = [0, 0, 0, 0]
         counts[0] += 1
         counts[1] += len(frame)
-        counts[2] = header.last_id
+        counts[2] = last
         counts[3] = recv_ns
-        self._listener.on_depth(self, symbol, header.prev_id, header.event_time)
+        self._listener.on_depth(self, symbol, prev, event_time)
 
     def _flush_metrics(self, now_ns: int | None = None) -> None:
         """Hand the per-symbol counts to the metrics: at most every METRICS_EVERY_NS on the
