@@ -200,7 +200,7 @@ class ChunkWriter:
         self.chunks.clear()
         return chunks
 
-    # --- blocking I/O: call from a worker thread --------------------------------------
+    # --- file I/O: flush (page-cache appends) runs in the event loop's thread -------------
 
     def flush(self, chunks: Iterable[OpenChunk]) -> int:
         """Write what is pending; returns the bytes written. Raises OSError (e.g. ENOSPC)
@@ -228,13 +228,6 @@ class ChunkWriter:
             finally:
                 chunk.pending = [bytes(view)] if view else []
         return total
-
-    def fsync(self, chunks: Iterable[OpenChunk]) -> None:
-        """fsync the open files written since their last fsync."""
-        for chunk in chunks:
-            if chunk.fd is not None and not chunk.synced:
-                os.fsync(chunk.fd)
-                chunk.synced = True
 
     @staticmethod
     def dup_unsynced(chunks: Iterable[OpenChunk]) -> list[int]:

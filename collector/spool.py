@@ -16,7 +16,9 @@ renames, fsyncs the directory, then unlinks the open file. A crash at any step l
 open file (sealed again at the next start, to the same key and the same bytes), the sealed
 file, or both; never neither. A sealed file is deleted only after a verified upload.
 
-Every method does blocking file I/O: call it from a worker thread (:func:`in_thread`).
+Every method does blocking file I/O: call it from a worker thread (:func:`in_thread`),
+except :meth:`Spool.create_open` and :meth:`Spool.write`, the writer's page-cache appends,
+which it calls from the event loop's thread (see ``collector.pipeline``).
 :class:`SpoolUsage`
 counts bytes and files on disk (thread-safe) for metrics and the spool bound.
 """

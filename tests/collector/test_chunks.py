@@ -17,6 +17,7 @@ from collector.chunks import (
     KeyClaims,
     OpenChunk,
     check_item,
+    fsync_and_close,
     record_ids,
     rotation_deadline_ns,
     summarize,
@@ -169,7 +170,9 @@ def test_flush_writes_header_then_lines_to_the_open_file(tmp_path: Path) -> None
     chunk: OpenChunk = writer.chunks[("depth", "BTCUSDT")]
 
     written = writer.flush([chunk])
-    writer.fsync([chunk])
+    assert not chunk.synced
+    fsync_and_close(writer.dup_unsynced([chunk]))
+    assert chunk.synced
     ChunkWriter.close(chunk)
 
     assert chunk.path is not None
