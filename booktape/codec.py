@@ -315,16 +315,23 @@ _MSG_LINE: Final = re.compile(
 )
 
 
+def _own_msg(line: bytes) -> tuple[int, str, bytes] | None:
+    """``(t, c, frame)`` of a msg line (without its newline) in encode_msg's own layout:
+    what the general path would conclude, without parsing the head as JSON; else None.
+    The frame is not checked here."""
+    fast = _MSG_LINE.match(line)
+    if fast is None or not line.endswith(b"}") or (t := int(fast.group(1))) > MAX_NS:
+        return None
+    return t, fast.group(2).decode("ascii"), line[fast.end() : -1]
+
+
 def decode_line(line: bytes) -> Record:
     """Decode one line (with or without its final newline); raises CodecError."""
     line = line[:-1] if line.endswith(b"\n") else line
-    fast = _MSG_LINE.match(line)
-    if fast is not None and line.endswith(b"}") and (t := int(fast.group(1))) <= MAX_NS:
-        # A msg line as encode_msg writes it: what the general path below would conclude,
-        # without parsing the head as JSON. The frame is still checked to be JSON.
-        frame = line[fast.end() : -1]
-        _loads(frame, "spliced frame")
-        return Msg(t, fast.group(2).decode("ascii"), frame)
+    own = _own_msg(line)
+    if own is not None:
+        _loads(own[2], "spliced frame")
+        return Msg(*own)
     return _decode_general(line)
 
 
@@ -557,17 +564,16 @@ class ObjectReader:
         self, line: bytes, prove: Prover[P] | None
     ) -> tuple[DataRecord, bytes | None, P | None]:
         self.line_no += 1
-        fast = _MSG_LINE.match(line)
-        if fast is not None and line.endswith(b"}") and (t := int(fast.group(1))) <= MAX_NS:
-            frame = line[fast.end() : -1]
+        own = _own_msg(line)
+        if own is not None:
+            frame = own[2]
             proof = prove(frame) if prove is not None else None
             if proof is None:
                 try:
                     _loads(frame, "spliced frame")
                 except CodecError as exc:
                     raise CorruptObjectError(self.name, f"line {self.line_no}: {exc}") from exc
-            msg = Msg(t, fast.group(2).decode("ascii"), frame)
-            return msg, None if b"\r" in frame else line, proof
+            return Msg(*own), None if b"\r" in frame else line, proof
         self.line_no -= 1
         record = self._decode(line)
         if isinstance(record, Header):
