@@ -50,8 +50,11 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
+# Two workers (the machine has 2 cores; most of the long tests wait on the clock), one
+# test file per worker at a time so a file's fixtures (S3 servers) start once.
+PYTEST_WORKERS ?= 2
 unit: $(STAMP) browser
-	BOOKTAPE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest tests --durations=15
+	BOOKTAPE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest tests -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
 # Kubernetes: render every overlay (and base) with deploy/k8s/render.py into build/k8s/
 # (`kubectl kustomize deploy/k8s/overlays/eu` gives the same), then validate each document
