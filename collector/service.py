@@ -1,7 +1,8 @@
 """The collector service: wire the feed, the durability pipeline and the health server.
 
-Start: open the store, recover what a crash left in the spool (seal and queue it for
-upload), then run the feed (exchange side: :mod:`collector.binance_feed`, or
+Start: lock the spool directory (one collector per spool: :mod:`collector.spoollock`),
+open the store, recover what a crash left in the spool (seal and queue it for upload),
+then run the feed (exchange side: :mod:`collector.binance_feed`, or
 :mod:`collector.coinbase_feed` for ``--exchange coinbase``, whose readiness allows two
 grid intervals between books) and the pipeline (spool, chunks, uploads)
 side by side, with ``/healthz``, ``/readyz`` and ``/metrics`` on ``--http-port``.
@@ -26,6 +27,7 @@ from booktape.stores import open_store
 from collector.config import CollectorSettings
 from collector.health import HealthServer
 from collector.metrics import Metrics
+from collector.spoollock import hold_spool_lock
 
 log = logging.getLogger("collector.service")
 
@@ -54,7 +56,16 @@ def not_ready_reasons(
 async def run_collector(
     settings: CollectorSettings, stop: asyncio.Event | None = None, *, handle_signals: bool = True
 ) -> int:
-    """Run until ``stop`` is set (or SIGTERM/SIGINT with ``handle_signals``); return exit code."""
+    """Run until ``stop`` is set (or SIGTERM/SIGINT with ``handle_signals``); return exit code.
+
+    Raises SpoolInUseError, before touching the spool, when another process holds it."""
+    with hold_spool_lock(settings.spool_dir):
+        return await _run(settings, stop, handle_signals=handle_signals)
+
+
+async def _run(
+    settings: CollectorSettings, stop: asyncio.Event | None, *, handle_signals: bool
+) -> int:
     from collector.binance_feed import BinanceFeed  # noqa: PLC0415 - heavy, only when run
     from collector.coinbase_feed import CoinbaseFeed, declare_headers  # noqa: PLC0415
     from collector.pipeline import Pipeline  # noqa: PLC0415
