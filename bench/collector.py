@@ -11,19 +11,23 @@ symbols (200 streams per connection, as the collector opens them):
   stopped (drained, sealed, uploaded) whose receive time lies between ``WARM_UP_S`` after
   the start and the stop, over that span (the bare loop is counted over the same span).
 
-``ratio`` = ours / bare (frames/s, 1000 symbols). CPU = this process's CPU time (user +
-system, every thread): per frame over the whole run, per frame while recording (the same
-span), and per chunk (the CPU after the stop, sealing and uploading, / objects). The share of one
-core for all ~1,500 Binance spot symbols at ``@depth@100ms`` (10 frames/s each, 15,000
-frames/s) is measured directly too (not with ``--quick``): 1,500 symbols with the source
-capped at that rate; ``all_spot_core_share_computed`` derives it from the 1000-symbol run.
+``ratio`` = ours / bare (frames/s, 1000 symbols). The process runs with the collector's
+garbage-collector settings (:func:`collector.gctune.tune_gc`, as ``booktape collect``).
+CPU = this process's CPU time (user + system, every thread): per frame over the whole run,
+per frame while recording (the same span), and per chunk (the CPU after the stop, sealing
+and uploading, / objects). The share of one core for all ~1,500 Binance spot symbols at
+``@depth@100ms`` (10 frames/s each, 15,000 frames/s) is measured directly too (not with
+``--quick``): 1,500 symbols with the source capped at that rate;
+``all_spot_core_share_computed`` derives it from the 1000-symbol run.
 
     python -m bench.collector [--seconds 15] [--quick] [--json] [--only all-spot]
 
 ``--only all-spot`` runs just the all-spot measurement (``--seconds`` x 1.5 long, 6 s with
 ``--quick``). ``--only all-spot-minute`` measures the same load over one whole rotation
 (from 15 s after a minute boundary to 15 s after the next): recording plus the seal and
-upload of every symbol's full-minute chunk, all in one measured core share (~2.5 minutes).
+upload of every symbol's full-minute chunk, all in one measured core share (~2.5 minutes),
+and the event loop's thread's part of it (the rest: sealing, uploads, syncs in worker
+threads).
 A short all-spot window that happens to cross a minute boundary counts that boundary's
 ~1,500 seals in its recording share *and* adds the computed chunk share: an overcount.
 """
@@ -55,6 +59,7 @@ from bench.common import (
 )
 from booktape.binance import combined_path, depth_stream
 from collector.config import CollectorSettings
+from collector.gctune import tune_gc
 from collector.service import run_collector
 
 PER_CONNECTION = 200
@@ -160,10 +165,11 @@ async def ours(
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        marks: list[tuple[int, float]] = []  # (time.time_ns(), process CPU s): warm, stop
+        # (time.time_ns(), process CPU s, this thread's CPU s): warm, stop
+        marks: list[tuple[int, float, float]] = []
 
         def mark() -> None:
-            marks.append((time.time_ns(), process_cpu()))
+            marks.append((time.time_ns(), process_cpu(), time.thread_time()))
 
         loop.call_later(warm_up_s, mark)
 
@@ -178,7 +184,7 @@ async def ours(
             raise RuntimeError(f"the collector exited with {code}")
         times = stored_depth_times(Path(tmp) / "store")
         objects = sum(1 for _ in (Path(tmp) / "store").rglob("*.jsonl.zst"))
-    (lo, cpu_lo), (hi, cpu_hi) = marks
+    (lo, cpu_lo, main_lo), (hi, cpu_hi, main_hi) = marks
     in_window = sum(1 for t in times if lo <= t < hi)
     drain_cpu = usage.cpu - (cpu_hi - cpu_lo) - (marks[0][1] - usage.cpu_start)
     return {
@@ -186,6 +192,7 @@ async def ours(
         "rate": in_window / ((hi - lo) / 1e9),
         "cpu_us_per_frame": usage.cpu / len(times) * 1e6,
         "steady_share": (cpu_hi - cpu_lo) / ((hi - lo) / 1e9),
+        "main_thread_share": (main_hi - main_lo) / ((hi - lo) / 1e9),  # the event loop's
         "objects": objects,
         "cpu_ms_per_chunk": drain_cpu / objects * 1e3,
     }
@@ -228,6 +235,7 @@ def all_spot_minute(figures: dict[str, object], profile: bool) -> None:
         capped.close()
     figures["all_spot_minute_fps_measured"] = round(got["rate"])
     figures["all_spot_minute_core_share"] = round(got["steady_share"], 3)
+    figures["all_spot_minute_main_thread_share"] = round(got["main_thread_share"], 3)
     figures["all_spot_minute_cpu_us_per_frame"] = round(got["steady_share"] / got["rate"] * 1e6, 2)
 
 
@@ -244,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     seconds = 4.0 if args.quick else args.seconds
     logging.basicConfig(level=logging.ERROR)
+    tune_gc()  # as `booktape collect` does; the bare loop runs under it too
     if args.only == "all-spot":
         figures_only: dict[str, object] = {"machine": machine()}
         all_spot(figures_only, seconds * 1.5, args.profile)

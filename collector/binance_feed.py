@@ -478,7 +478,8 @@ class BinanceFeed:
         if state.coverage_first_prev is None:
             state.coverage_first_prev = prev_id
         state.coverage_events += 1
-        self._maybe_snapshot(symbol, state, "events buffered")
+        if state.snapshot_due:  # per frame: the call only when a snapshot is wanted
+            self._maybe_snapshot(symbol, state, "events buffered")
 
     def on_break(self, conn: FeedConnection, symbol: str) -> None:
         state = self._states.get(symbol)

@@ -20,13 +20,15 @@ recomputed from its lines (:func:`summarize`); :class:`KeyClaims` keeps keys uni
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import os
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 import orjson
 
@@ -80,7 +82,7 @@ class OpenChunk:
     pending: list[bytes] = field(default_factory=list)
     path: Path | None = None
     fd: int | None = None
-    synced: bool = True  # nothing written since the last fsync
+    synced: bool = True  # nothing written since the last sync
     claimed_key: RawKey | None = None  # the key chosen for it (recovery), else from .key
     day_start_ns: int = 0  # UTC midnight before first_recv_ns (set after init)
 
@@ -230,15 +232,23 @@ class ChunkWriter:
         return total
 
     @staticmethod
-    def dup_unsynced(chunks: Iterable[OpenChunk]) -> list[int]:
-        """Duplicates of the descriptors of the open files written since their last fsync
-        (marked synced): :func:`fsync_and_close` syncs them in a worker thread while the
-        writer goes on, and may close a chunk's own descriptor meanwhile (event loop)."""
+    def dup_unsynced(chunks: Iterable[OpenChunk], *, one_per_filesystem: bool = False) -> list[int]:
+        """Duplicates of the descriptors of the open files written since their last sync
+        (marked synced): :func:`sync_and_close` or :func:`fsync_and_close` syncs them in a
+        worker thread while the writer goes on, and may close a chunk's own descriptor
+        meanwhile (event loop). ``one_per_filesystem``: one descriptor per filesystem
+        they are on (enough for ``syncfs``)."""
         fds = []
+        devices: set[int] = set()
         for chunk in chunks:
             if chunk.fd is not None and not chunk.synced:
-                fds.append(os.dup(chunk.fd))
                 chunk.synced = True
+                if one_per_filesystem:
+                    device = os.fstat(chunk.fd).st_dev
+                    if device in devices:
+                        continue
+                    devices.add(device)
+                fds.append(os.dup(chunk.fd))
         return fds
 
     @staticmethod
@@ -250,6 +260,51 @@ class ChunkWriter:
         if chunk.fd is not None:
             os.close(chunk.fd)
             chunk.fd = None
+
+
+def _find_syncfs() -> Callable[[int], int] | None:
+    """libc's ``syncfs(2)`` (Linux), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    syncfs.argtypes = [ctypes.c_int]
+    syncfs.restype = ctypes.c_int
+    return cast("Callable[[int], int]", syncfs)
+
+
+_SYNCFS: Final = _find_syncfs()
+HAVE_SYNCFS: Final = _SYNCFS is not None
+
+
+def sync_and_close(fds: list[int]) -> None:
+    """Make everything written to the filesystems of ``fds`` durable, then close them all
+    (blocking); raises the first OSError after closing them all.
+
+    With ``syncfs(2)`` (Linux: give one descriptor per filesystem, see
+    :meth:`ChunkWriter.dup_unsynced`) that is one call per filesystem: the open files'
+    data, their sizes and anything else written there are on stable storage when it
+    returns, and since Linux 5.8 it reports a failed writeback as fsync does. At 1,500
+    open files it costs ~1 ms of CPU against ~150 ms for 1,500 fsyncs (on ext4 each one
+    a journal commit and a disk cache flush). Elsewhere: :func:`fsync_and_close`.
+    """
+    if _SYNCFS is None:
+        fsync_and_close(fds)
+        return
+    error: OSError | None = None
+    for fd in fds:
+        try:
+            if _SYNCFS(fd) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, f"syncfs: {os.strerror(code)}")
+        except OSError as exc:
+            error = error or exc
+        finally:
+            os.close(fd)
+    if error is not None:
+        raise error
 
 
 def fsync_and_close(fds: list[int]) -> None:

@@ -65,6 +65,8 @@ def run(argv: list[str]) -> int:
     config_file = args.pop("config")
     settings = load_settings(args, config_file)
     booktape_log.configure(settings.log_level)
+    from collector.gctune import tune_gc  # noqa: PLC0415
     from collector.service import run_collector  # noqa: PLC0415 - after config is valid
 
+    tune_gc()  # after the imports: they stay out of every later collection
     return asyncio.run(run_collector(settings))

@@ -3,7 +3,8 @@
 ``upload_concurrency`` workers take the oldest sealed chunk (by its key's receive time),
 ``put_file`` it, and verify what the store answered: the size, and the ETag against the
 file's MD5 where the ETag is a plain MD5 (a multipart ``<hex>-N`` ETag was already checked
-by the S3 store). Only then is the local file deleted.
+by the S3 store). Only then is the local file deleted (its emptied folders too, unless they
+are the current UTC day's, where the symbol's next chunk will be sealed).
 
 A failed attempt (any :class:`~booktape.errors.StoreError`, a verification mismatch, or
 no answer within ``attempt_timeout_s``: a frozen server must not wedge a worker) puts the
@@ -32,6 +33,7 @@ from booktape.errors import (
     StoreIntegrityError,
     StoreUnavailableError,
 )
+from booktape.keys import NS_PER_DAY
 from booktape.stores import ObjectInfo, Store
 from collector.metrics import Metrics
 from collector.spool import SealedChunk, Spool, file_md5, in_thread
@@ -177,8 +179,9 @@ class Uploader:
             self._failed(key, exc)
             return False
         self._succeeded(key, chunk.size, loop.time() - started)
-        try:
-            await in_thread(self.spool.remove_sealed, chunk)
+        past_day = chunk.key.start_ns // NS_PER_DAY < self._clock_ns() // NS_PER_DAY
+        try:  # today's folders stay for the symbol's next chunk (see Spool.remove_sealed)
+            await in_thread(self.spool.remove_sealed, chunk, prune=past_day)
         except OSError as exc:
             log.error("cannot delete an uploaded chunk", extra={"key": key, "error": str(exc)})
         self._on_change()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import datetime as dt
+import errno
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,7 @@ from booktape.codec import Header, decode_line, encode_header, encode_msg, encod
 from booktape.errors import CodecError, InvalidNameError
 from booktape.keys import NS_PER_DAY, RawKey, parse_raw_key
 from booktape.stores import MemoryStore
+from collector import chunks as chunks_module
 from collector.chunks import (
     ChunkWriter,
     KeyClaims,
@@ -21,6 +26,7 @@ from collector.chunks import (
     record_ids,
     rotation_deadline_ns,
     summarize,
+    sync_and_close,
 )
 from collector.metrics import Metrics
 from collector.pipeline import Pipeline
@@ -345,3 +351,56 @@ def depth_chunk_key(first_ns: int) -> RawKey:
 def test_items_no_chunk_can_hold_are_refused(item: Item) -> None:
     with pytest.raises(CodecError):
         check_item(item)
+
+
+def test_open_files_are_synced_with_one_syncfs_per_filesystem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert sys.platform.startswith("linux") == chunks_module.HAVE_SYNCFS
+    writer = make_writer(tmp_path)
+    for n, symbol in enumerate(("BTCUSDT", "ETHUSDT", "BNBUSDT")):
+        writer.route(depth_item(symbol, T0 + n, n + 1, n + 1))
+    chunks = list(writer.chunks.values())
+    writer.flush(chunks)
+    synced: list[int] = []
+    real = chunks_module._SYNCFS
+
+    def counting(fd: int) -> int:
+        synced.append(fd)
+        return real(fd) if real is not None else 0
+
+    monkeypatch.setattr(chunks_module, "_SYNCFS", counting)
+    fds = writer.dup_unsynced(chunks, one_per_filesystem=True)
+    assert len(fds) == 1  # three files, one filesystem
+    assert all(chunk.synced for chunk in chunks)
+    sync_and_close(fds)
+    assert synced == fds
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fds[0])  # closed
+    assert writer.dup_unsynced(chunks, one_per_filesystem=True) == []  # nothing new written
+
+    def failing(fd: int) -> int:
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr(chunks_module, "_SYNCFS", failing)
+    writer.route(depth_item("BTCUSDT", T0 + 9, 10, 10))
+    writer.flush(chunks)
+    fds = writer.dup_unsynced(chunks, one_per_filesystem=True)
+    with pytest.raises(OSError, match="syncfs") as failed:
+        sync_and_close(fds)
+    assert failed.value.errno == errno.EIO
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fds[0])  # closed all the same
+
+    fsynced: list[int] = []  # without syncfs: one fsync per file
+    monkeypatch.setattr(chunks_module, "_SYNCFS", None)
+    monkeypatch.setattr(chunks_module.os, "fsync", fsynced.append)
+    for chunk in chunks:
+        chunk.synced = False
+    fds = writer.dup_unsynced(chunks)
+    sync_and_close(fds)
+    assert fsynced == fds
+    assert len(fds) == 3
+    for chunk in chunks:
+        ChunkWriter.close(chunk)

@@ -228,3 +228,48 @@ async def test_an_upload_without_answer_times_out_and_is_retried(
     await stop(task)
 
     assert not chunk.path.exists()
+
+
+def sealed_at(spool: Spool, t_ns: int, symbol: str) -> SealedChunk:
+    """Seal a one-record chunk of ``symbol`` whose first record came at ``t_ns``."""
+    path, fd = spool.create_open("binance", "depth", symbol, t_ns)
+    header = encode_header(Header("binance", "depth", symbol, "eu", "c1", "h1"))
+    data = header + depth_item(symbol, t_ns, 1, 10).line
+    os.write(fd, data)
+    os.close(fd)
+    spool.usage.opened(len(data))
+    key = RawKey.from_recv("binance", "depth", symbol, "eu", "c1", t_ns, 1, 10)
+    return spool.seal(path, len(data), key)
+
+
+async def test_todays_folders_stay_for_the_next_chunk_past_days_are_pruned(
+    tmp_path: Path, metrics: Metrics
+) -> None:
+    spool = Spool(tmp_path)
+    today = sealed_at(spool, T0 + 30 * SEC, "BTCUSDT")  # the clock says T0's day
+    yesterday = sealed_at(spool, T0 - 10 * SEC, "ETHUSDT")  # sealed after midnight
+    store = MemoryStore()
+    uploader = Uploader(
+        store, spool, metrics, concurrency=1, backoff=FAST_BACKOFF, clock_ns=lambda: T0 + 90 * SEC
+    )
+    uploader.add(today)
+    uploader.add(yesterday)
+    task = await run_uploader(uploader)
+    await asyncio.wait_for(uploader.wait_idle(), 5.0)
+    await stop(task)
+
+    assert sorted(key for _, key in store.calls) == sorted([today.key.key, yesterday.key.key])
+    assert not today.path.exists()
+    assert not yesterday.path.exists()
+    assert today.path.parent.is_dir()  # kept, empty: the symbol's next chunk goes there
+    assert not any(today.path.parent.iterdir())
+    assert not (tmp_path / "sealed/raw/binance/depth/ETHUSDT").exists()  # pruned to the top
+    assert spool.usage.snapshot().bytes == 0
+
+    following = sealed_at(spool, T0 + 60 * SEC, "BTCUSDT")  # a minute later, same folder
+    assert following.path.parent == today.path.parent
+    following.path.unlink()  # as if a crash came after its upload, before its removal
+
+    fresh = Spool(tmp_path)  # the next start prunes the empty folders left behind
+    assert fresh.list_sealed() == ([], [])
+    assert list((tmp_path / "sealed").iterdir()) == []
