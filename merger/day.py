@@ -375,6 +375,7 @@ async def merge_symbol(
             return SymbolResult(symbol, "done", events, gaps, mismatched)
     if existing is not None:
         await store.delete(manifest_key)  # from here on the day is not done
+        existing = None  # an old manifest lists every input: not kept through the merge
     market = market_of(exchange)
     gap_log = GapLog()
     items = await pipeline(

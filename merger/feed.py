@@ -23,13 +23,14 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import itertools
+from array import array
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from booktape.keys import RawKey
+from booktape.keys import RawKey, parse_raw_key
 from merger.load import ChunkReader, Loaded
 from merger.model import SourceSnapshot, StreamEvent
 
@@ -56,17 +57,21 @@ def _start_ns(key: RawKey) -> int:
 
 @dataclass(slots=True)
 class _Source:
-    chunks: list[tuple[str, RawKey]]
+    """One source's chunks. Kept per chunk for the whole day: its key, its start and its
+    reach (~150 bytes), not its parsed key (parsed again when the chunk is read)."""
+
+    keys: list[str]
+    starts: array[int]  # each chunk's first receive time
     read: int = 0  # chunks read so far
     reach: list[int] = field(default_factory=list)  # running max of u, per chunk read
-    starts: list[int] = field(default_factory=list)  # each chunk's first receive time
 
-    def __post_init__(self) -> None:
-        self.starts = [_start_ns(key) for _, key in self.chunks]
+    @classmethod
+    def of(cls, chunks: list[tuple[str, RawKey]]) -> _Source:
+        return cls([key for key, _ in chunks], array("q", [_start_ns(k) for _, k in chunks]))
 
     @property
     def exhausted(self) -> bool:
-        return self.read >= len(self.chunks)
+        return self.read >= len(self.keys)
 
     @property
     def ahead(self) -> int:
@@ -98,7 +103,7 @@ class Feed:
         self._snapshots: list[tuple[int, int, str, int, SourceSnapshot]] = []
         self._seen_snapshots: set[tuple[str, int, int, int]] = set()
         self._tiebreak = itertools.count()
-        self._sources = {name: _Source(chunks) for name, chunks in sources.items()}
+        self._sources = {name: _Source.of(chunks) for name, chunks in sources.items()}
         self._reader = reader
         self._fetcher = fetcher
         self._lookahead = lookahead
@@ -188,11 +193,11 @@ class Feed:
     def _read(self, source: _Source) -> None:
         assert self._reader is not None
         assert self._fetcher is not None
-        key, raw_key = source.chunks[source.read]
+        key = source.keys[source.read]
         data = self._fetcher.get(key)
         source.read += 1
         self._prefetch(source)
-        content = self._reader.read(key, raw_key, data)
+        content = self._reader.read(key, parse_raw_key(key), data)  # parsed by plan_sources
         del data
         reach = source.ahead
         streams = self.streams
@@ -214,7 +219,7 @@ class Feed:
 
     def _prefetch(self, source: _Source) -> None:
         if self._fetcher is not None and not source.exhausted:
-            self._fetcher.prefetch(source.chunks[source.read][0])
+            self._fetcher.prefetch(source.keys[source.read])
 
     # --- snapshots -----------------------------------------------------------------
 

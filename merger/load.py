@@ -171,12 +171,12 @@ class ChunkReader:
         self.sources: dict[str, SourceTracker] = {}
         self._last_u: dict[str, int] = {}  # stream -> last u taken
         self._names: dict[tuple[str, str], str] = {}  # (source, connection) -> stream name
-        self._digests: set[str] = set()  # sha256 of the chunks read
+        self._digests: set[bytes] = set()  # sha256 of the chunks read (65 bytes each)
 
     def read(self, key: str, raw_key: RawKey, data: bytes) -> ChunkContent:
         """The events and snapshots of one chunk; bad input is reported, never raised."""
         content = ChunkContent()
-        digest = hashlib.sha256(data).hexdigest()
+        digest = hashlib.sha256(data).digest()
         if digest in self._digests:
             return content  # the same bytes under another key: read once
         self._digests.add(digest)

@@ -1,7 +1,8 @@
 """The canonical writer: canonical items -> the files of one merged day (DESIGN.md).
 
 :class:`DayWriter` takes the stitcher's items one at a time and streams them into local
-files in a work directory, so memory stays bounded by one parquet batch and the book:
+files in a work directory, so memory stays bounded by one parquet batch and the book
+(and resident memory with it: :mod:`merger.memory`):
 
 - ``levels.parquet``: one row per level change, an event's rows contiguous (bids, then
   asks); a :class:`BookImage` becomes ``is_snapshot`` rows whose three id columns hold its
@@ -37,12 +38,14 @@ from booktape.binance import Level, Market, decode_depth
 from booktape.book import OrderBook, Side
 from booktape.canonical import LEVELS_FILE, LEVELS_SCHEMA
 from booktape.codec import Header, RecordWriter, encode_snap
+from merger.memory import ARROW_POOL, release_free_memory
 from merger.model import BookImage, CanonicalItem, StreamEvent
 
 DELTAS_FILE: Final = "deltas.jsonl.zst"
 CLOSING_FILE: Final = "closing_book.json.zst"
 GAPS_FILE: Final = "gaps.json"
 BATCH_ROWS: Final = 100_000
+PARSE_GROUPS: Final = 500  # groups whose level strings are parsed to floats at once
 ZSTD_LEVEL: Final = 3
 CANONICAL_REGION: Final = "canonical"
 CANONICAL_COLLECTOR: Final = "merger"
@@ -122,10 +125,12 @@ def decode_closing(data: bytes) -> BookImage:
 class _LevelRows:
     """Rows buffered per group (one side of one item), turned into columns in bulk.
 
-    :meth:`add` keeps one tuple and the level list per group; :meth:`flush` builds the
-    columns with numpy (ids and labels repeated over each group's levels) and Arrow (every
-    price and quantity string parsed at once, as Python's ``float()`` would, correctly
-    rounded) and writes them as a row group every :data:`BATCH_ROWS` rows or more.
+    :meth:`add` keeps one tuple and the level strings per group, and every
+    :data:`PARSE_GROUPS` groups has Arrow parse those strings at once into float64 values
+    (as Python's ``float()`` would, correctly rounded), so a batch is held as 16 bytes a
+    row, not as strings; :meth:`flush` builds the other columns with numpy (ids and labels
+    repeated over each group's levels) and writes a row group every :data:`BATCH_ROWS`
+    rows or more.
     """
 
     def __init__(self, path: Path) -> None:
@@ -136,9 +141,12 @@ class _LevelRows:
             compression_level=ZSTD_LEVEL,
             use_dictionary=["side", "source"],
             write_statistics=True,
+            memory_pool=ARROW_POOL,
         )
         self._groups: list[tuple[int, int, int, int, int, str, bool, str, int]] = []
         self._levels: list[str] = []  # per group: its price,qty strings joined by commas
+        self._prices: list[np.ndarray[Any, Any]] = []  # the groups parsed so far, in parts
+        self._qtys: list[np.ndarray[Any, Any]] = []
         self._pending = 0  # rows buffered
         self.rows = 0
 
@@ -168,6 +176,16 @@ class _LevelRows:
         self._levels.append(text)
         self._pending += n
         self.rows += n
+        if len(self._levels) >= PARSE_GROUPS:
+            self._parse()
+
+    def _parse(self) -> None:
+        """Parse the level strings buffered so far into float columns (8 bytes a value)."""
+        if self._levels:
+            prices, qtys = _floats(self._levels)
+            self._prices.append(prices)
+            self._qtys.append(qtys)
+            self._levels = []
 
     def maybe_flush(self) -> None:
         """Write a row group once a batch is full (called between events only)."""
@@ -181,15 +199,22 @@ class _LevelRows:
         counts = np.array(columns[8], dtype=np.int64)
 
         def repeated(values: tuple[Any, ...], dtype: type) -> pa.Array:
-            return pa.array(np.repeat(np.array(values, dtype=dtype), counts))
+            return pa.array(
+                np.repeat(np.array(values, dtype=dtype), counts), memory_pool=ARROW_POOL
+            )
 
         def labels(values: tuple[str, ...]) -> pa.Array:
             names = sorted(set(values))
             index = {name: i for i, name in enumerate(names)}
             codes = np.array([index[v] for v in values], dtype=np.int32)
-            return pa.array(names, pa.string()).take(pa.array(np.repeat(codes, counts)))
+            names_array = pa.array(names, pa.string(), memory_pool=ARROW_POOL)
+            indices = pa.array(np.repeat(codes, counts), memory_pool=ARROW_POOL)
+            return pc.take(names_array, indices, memory_pool=ARROW_POOL)
 
-        prices, qtys = _floats(self._levels)
+        self._parse()
+        prices = pa.array(np.concatenate(self._prices), memory_pool=ARROW_POOL)
+        qtys = pa.array(np.concatenate(self._qtys), memory_pool=ARROW_POOL)
+        self._prices, self._qtys = [], []
         arrays = {
             "local_ts": repeated(columns[0], np.int64),
             "exchange_ts": repeated(columns[1], np.int64),
@@ -207,23 +232,26 @@ class _LevelRows:
         self._groups = []
         self._levels = []
         self._pending = 0
+        del table, arrays, prices, qtys
+        release_free_memory()  # what the batch freed: back to the OS, so RSS stays flat
 
     def close(self) -> None:
         self.flush()
         self._writer.close()
 
 
-def _floats(groups: list[str]) -> tuple[pa.Array, pa.Array]:
+def _floats(groups: list[str]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """Every level's price and quantity as float64 columns, in order.
 
     ``groups`` holds each group's strings joined by commas ("p1,q1,p2,q2,...").
     """
-    texts = pc.split_pattern(pa.array(groups, pa.string()), ",").flatten()
+    strings = pa.array(groups, pa.string(), memory_pool=ARROW_POOL)
+    texts = pc.split_pattern(strings, ",", memory_pool=ARROW_POOL).flatten()
     try:
-        values = texts.cast(pa.float64()).to_numpy()
+        values = texts.cast(pa.float64(), memory_pool=ARROW_POOL).to_numpy()
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # a spelling Arrow does not read: as Python
         values = np.array([float(text) for text in texts.to_pylist()], dtype=np.float64)
-    return pa.array(values[0::2]), pa.array(values[1::2])
+    return values[0::2].copy(), values[1::2].copy()
 
 
 class DayWriter:

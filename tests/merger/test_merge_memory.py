@@ -1,0 +1,66 @@
+"""The merger's memory: the writer's Arrow work kept off Arrow's default pool, free C
+memory handed back to the OS.
+
+Ground truth: the Arrow pools' own counters and the process's resident size read from /proc.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from merger import memory, writer
+from merger.model import BookImage, StreamEvent
+from merger.writer import LEVELS_FILE, DayWriter
+from tests.merger.test_writer import event
+
+_KEEP_ALIVE: list[pa.MemoryPool] = []
+
+
+def test_writer_allocates_nothing_from_arrows_default_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer, "BATCH_ROWS", 3)  # several row groups, each flushed
+    watched = pa.proxy_memory_pool(pa.default_memory_pool())
+    _KEEP_ALIVE.append(watched)  # a buffer from it may outlive the test: never freed
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(watched)
+    try:
+        out = DayWriter(tmp_path, exchange="binance", channel="depth", symbol="BTCUSDT",
+                        date="2024-08-09", keep_book=False)  # fmt: skip
+        items: list[BookImage | StreamEvent] = [
+            BookImage(1, 9, (("5", "1"), ("4", "2")), (("6", "1"),), "us.c1", "start")
+        ]
+        items += [event(10 + 2 * n, 11 + 2 * n, [["5", str(n)]], [["6.5", "1"]]) for n in range(9)]
+        out.add_all(items)
+        out.close()
+    finally:
+        pa.set_memory_pool(previous)
+    table = pq.read_table(tmp_path / LEVELS_FILE)
+    assert table.num_rows == 3 + 9 * 2
+    assert pq.ParquetFile(tmp_path / LEVELS_FILE).num_row_groups == 6  # 3, 4, 4, 4, 4, 2
+    assert watched.max_memory() == 0
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def test_release_hands_freed_c_memory_back() -> None:
+    if platform.libc_ver()[0] != "glibc":  # no malloc_trim: releasing does nothing
+        assert memory._TRIM is None
+        return
+    assert memory._TRIM is not None
+    blocks = [bytes(4000) + bytes([n % 256]) for n in range(40_000)]  # ~160 MiB via malloc
+    keep = blocks[-1]
+    del blocks  # all free, but below the last one: glibc cannot shrink the heap by itself
+    before = _rss_mib()
+    memory.release_free_memory()
+    after = _rss_mib()
+    assert len(keep) == 4001
+    assert before - after > 100, (before, after)
