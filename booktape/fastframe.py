@@ -42,29 +42,35 @@ _FRAME: Final = re.compile(
 _DEPTH_WITHIN: Final = 200  # classify_frame looks for "e":"depthUpdate" in the first 200 bytes
 
 
-def spot_depth(frame: bytes) -> tuple[str, int, int, int] | None:
-    """``(symbol, U, u, E)`` of a combined spot depth frame proven to be JSON without a line
-    break, or None (not proven: take the general path)."""
-    match = _FRAME.fullmatch(frame)
-    if match is None or match.start(2) - 5 > _DEPTH_WITHIN:
-        return None
-    _, event_time, symbol, first_text, last_text = match.groups()
-    first, last = int(first_text), int(last_text)
-    if first > last:
-        return None  # parse_depth_header refuses it: the general path records why
-    return symbol.decode("ascii"), first, last, int(event_time)
-
-
-def spot_depth_header(frame: bytes) -> DepthHeader | None:
-    """The :class:`~booktape.binance.DepthHeader` of a combined spot depth frame proven to
-    be JSON (equal to :func:`~booktape.binance.parse_depth_header`'s), or None."""
+def _fields(frame: bytes) -> tuple[bytes, int, bytes, int, int] | None:
+    """``(stream, E, symbol, U, u)`` of a frame in the layout, proven to be JSON, or None."""
     match = _FRAME.fullmatch(frame)
     if match is None or match.start(2) - 5 > _DEPTH_WITHIN:
         return None
     stream, event_time, symbol, first_text, last_text = match.groups()
     first, last = int(first_text), int(last_text)
     if first > last:
+        return None  # parse_depth_header refuses it: the general path records why
+    return stream, int(event_time), symbol, first, last
+
+
+def spot_depth(frame: bytes) -> tuple[str, int, int, int] | None:
+    """``(symbol, U, u, E)`` of a combined spot depth frame proven to be JSON without a line
+    break, or None (not proven: take the general path)."""
+    fields = _fields(frame)
+    if fields is None:
         return None
+    _, event_time, symbol, first, last = fields
+    return symbol.decode("ascii"), first, last, event_time
+
+
+def spot_depth_header(frame: bytes) -> DepthHeader | None:
+    """The :class:`~booktape.binance.DepthHeader` of a combined spot depth frame proven to
+    be JSON (equal to :func:`~booktape.binance.parse_depth_header`'s), or None."""
+    fields = _fields(frame)
+    if fields is None:
+        return None
+    stream, event_time, symbol, first, last = fields
     return DepthHeader(
-        symbol.decode("ascii"), first, last, first - 1, int(event_time), stream.decode("ascii")
+        symbol.decode("ascii"), first, last, first - 1, event_time, stream.decode("ascii")
     )
