@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import datetime as dt
 import functools
-import gc
 import hashlib
 import logging
 import tempfile
@@ -33,6 +31,7 @@ from booktape import __version__
 from booktape.binance import SPECS, Market
 from booktape.canonical import LEVELS_FILE, MANIFEST_FILE
 from booktape.errors import ConfigError, KeyLayoutError
+from booktape.gctune import long_lived_frozen
 from booktape.keys import canonical_key, format_date, parse_raw_key, raw_prefix, status_key
 from booktape.stores import Store
 from merger.feed import Feed
@@ -148,31 +147,6 @@ async def load_and_stitch(
     feed = Feed(plan_sources(keys, log), ChunkReader(market, log), fetcher, on_chunk=progress)
     stitcher = stitch(feed, market=market, log=log, primary=primary, start=start)
     return StreamingDay(stitcher, fetcher)
-
-
-YOUNG_THRESHOLD: Final = 50_000  # allocations between collections of the youngest generation
-
-
-@contextlib.contextmanager
-def long_lived_frozen() -> Iterator[None]:
-    """Keep the cyclic garbage collector off what existed before a symbol's merge.
-
-    A merge allocates millions of short-lived containers; whenever enough of them have
-    survived a while (queued events), Python runs a full collection that walks every
-    object of the process (modules, classes, ...) and finds nothing: a sixth of a
-    merge's time. Frozen objects are left out of those walks; they are unfrozen after.
-    The youngest generation is collected every ``YOUNG_THRESHOLD`` allocations instead of
-    every 700 (4 % of a merge went on ~1,000 young collections an hour of events); every
-    collection still runs, only less often.
-    """
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(YOUNG_THRESHOLD, *thresholds[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
 
 
 @dataclass(slots=True)

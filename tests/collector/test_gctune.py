@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from collector.gctune import GEN0_THRESHOLD, tune_gc
+from booktape.gctune import YOUNG_THRESHOLD
+from collector.gctune import tune_gc
 from collector.types import Item
 from tests.collector.conftest import T0
 
@@ -47,6 +48,6 @@ def test_tuned_gc_leaves_queued_items_alone_and_freezes_start_up() -> None:
 
     tune_gc()
 
-    assert gc.get_threshold()[0] == GEN0_THRESHOLD
+    assert gc.get_threshold()[0] == YOUNG_THRESHOLD
     assert gc.get_freeze_count() > 0  # what start-up built is out of every collection
     assert collections_while_queueing(20_000) == 0
