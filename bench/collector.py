@@ -1,7 +1,10 @@
 """Collector throughput: frames/s recorded to a local store, against a bare receive loop.
 
-A loopback frame source (:mod:`bench.framesource`, its own process) pushes real BTCUSDT
-depth frames, renamed per symbol, as fast as the client reads them. For 100 and 1000
+A loopback frame source (:mod:`bench.framesource`, its own process) pushes real spot depth
+frames, renamed per symbol, as fast as the client reads them: by default (``--frames
+recorded``) the symbols take in turn the five recorded spot streams (BTCUSDT ~1.6 kB a
+frame, four small symbols ~170-210 bytes; ~480 bytes on average with the combined
+wrapper); ``--frames btcusdt`` sends BTCUSDT's frames for every symbol (~1.6 kB). For 100 and 1000
 symbols (200 streams per connection, as the collector opens them):
 
 - *bare*: a ``websockets`` receive loop per connection that discards the frames: the
@@ -21,6 +24,7 @@ and uploading, / objects). The share of one core for all ~1,500 Binance spot sym
 ``all_spot_core_share_computed`` derives it from the 1000-symbol run.
 
     python -m bench.collector [--seconds 15] [--quick] [--json] [--only all-spot]
+        [--frames recorded|btcusdt]
 
 ``--only all-spot`` runs just the all-spot measurement (``--seconds`` x 1.5 long, 6 s with
 ``--quick``). ``--only all-spot-minute`` measures the same load over one whole rotation
@@ -55,14 +59,16 @@ from bench.common import (
     parser,
     process_cpu,
     profiled,
-    recorded_depth,
 )
+from bench.framesource import FRAME_MIXES, frame_pools
 from booktape.binance import combined_path, depth_stream
 from collector.config import CollectorSettings
 from collector.gctune import tune_gc
 from collector.service import run_collector
 
 PER_CONNECTION = 200
+# a frame on the wire beyond its tail: the combined wrapper, "e", "E", "s", "U", "u" (~100 B)
+_FRAME_OVERHEAD = 100
 ROTATION_S = 60.0  # the default chunk rotation
 ALL_SPOT_SYMBOLS = 1500
 ALL_SPOT_RATE = 10.0 * ALL_SPOT_SYMBOLS  # @depth@100ms: at most 10 frames/s per symbol
@@ -75,11 +81,10 @@ def symbol_names(count: int) -> list[str]:
 class Source:
     """The frame source subprocess (one per rate)."""
 
-    def __init__(self, rate_per_connection: float = 0.0) -> None:
+    def __init__(self, rate_per_connection: float = 0.0, frames: str = "recorded") -> None:
+        argv = ["--rate", str(rate_per_connection), "--frames", frames]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.framesource", "--rate", str(rate_per_connection)],
-            stdout=subprocess.PIPE,
-            text=True,
+            [sys.executable, "-m", "bench.framesource", *argv], stdout=subprocess.PIPE, text=True
         )
         assert self.proc.stdout is not None
         self.port = json.loads(self.proc.stdout.readline())["port"]
@@ -198,10 +203,10 @@ async def ours(
     }
 
 
-def all_spot(figures: dict[str, object], seconds: float, profile: bool) -> None:
+def all_spot(figures: dict[str, object], seconds: float, profile: bool, frames: str) -> None:
     """1,500 symbols with the source capped at 15,000 frames/s in all: the core share."""
     connections = -(-ALL_SPOT_SYMBOLS // PER_CONNECTION)
-    capped = Source(ALL_SPOT_RATE / connections)
+    capped = Source(ALL_SPOT_RATE / connections, frames)
     try:
         got = asyncio.run(ours(capped, symbol_names(ALL_SPOT_SYMBOLS), seconds, profile))
     finally:
@@ -217,13 +222,13 @@ def all_spot(figures: dict[str, object], seconds: float, profile: bool) -> None:
 SEAL_MARGIN_S = 15.0  # after a minute boundary: the previous minute's seals are done
 
 
-def all_spot_minute(figures: dict[str, object], profile: bool) -> None:
+def all_spot_minute(figures: dict[str, object], profile: bool, frames: str) -> None:
     """All spot symbols over one whole rotation: from ``SEAL_MARGIN_S`` after a minute
     boundary to as long after the next one, so the window holds 60 s of recording and one
     seal + upload of every symbol's full-minute chunk. The core share is measured, all in
     (nothing computed); the run takes up to ~2.5 minutes."""
     connections = -(-ALL_SPOT_SYMBOLS // PER_CONNECTION)
-    capped = Source(ALL_SPOT_RATE / connections)
+    capped = Source(ALL_SPOT_RATE / connections, frames)
     now = time.time()
     boundary = (int(now + 5.0) // 60 + 1) * 60  # at least 5 s to connect and warm up
     warm_up = boundary + SEAL_MARGIN_S - now
@@ -249,24 +254,31 @@ def main(argv: list[str] | None = None) -> int:
         choices=["all-spot", "all-spot-minute"],
         help="run just this measurement (1,500 symbols; -minute: over a whole rotation)",
     )
+    p.add_argument(
+        "--frames", choices=FRAME_MIXES, default="recorded", help="the source's frame mix"
+    )
     args = p.parse_args(argv)
     seconds = 4.0 if args.quick else args.seconds
     logging.basicConfig(level=logging.ERROR)
     tune_gc()  # as `booktape collect` does; the bare loop runs under it too
+    mix = frame_pools(args.frames)
+    per_symbol = [sum(len(t) for t in tails) / len(tails) for tails in mix]
+    mean_bytes = sum(per_symbol) / len(per_symbol) + _FRAME_OVERHEAD
+    base: dict[str, object] = {
+        "machine": machine(), "frames": args.frames, "frame_bytes_mean": round(mean_bytes),
+    }  # fmt: skip
     if args.only == "all-spot":
-        figures_only: dict[str, object] = {"machine": machine()}
-        all_spot(figures_only, seconds * 1.5, args.profile)
+        figures_only = dict(base)
+        all_spot(figures_only, seconds * 1.5, args.profile, args.frames)
         emit("collector", figures_only, args.json)
         return 0
     if args.only == "all-spot-minute":
-        figures_only = {"machine": machine()}
-        all_spot_minute(figures_only, args.profile)
+        figures_only = dict(base)
+        all_spot_minute(figures_only, args.profile, args.frames)
         emit("collector", figures_only, args.json)
         return 0
-    frames, _ = recorded_depth()
-    mean_bytes = sum(len(f) for f in frames) / len(frames) + 45  # + the combined wrapper
-    figures: dict[str, object] = {"machine": machine(), "frame_bytes_mean": round(mean_bytes)}
-    source = Source()
+    figures = dict(base)
+    source = Source(frames=args.frames)
     try:
         for count in args.symbols:
             symbols = symbol_names(count)
@@ -292,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         computed = ALL_SPOT_RATE * cpu_us / 1e6 + ALL_SPOT_SYMBOLS * chunk_ms / 1e3 / ROTATION_S
         figures["all_spot_core_share_computed"] = round(computed, 3)
     if not args.quick:  # --quick: the computed share only (60 s are not enough for both)
-        all_spot(figures, seconds * 1.5, args.profile)
+        all_spot(figures, seconds * 1.5, args.profile, args.frames)
     if last is not None:
         figures["ratio"] = figures[f"ratio_{last}"]
     emit("collector", figures, args.json)

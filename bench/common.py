@@ -21,6 +21,7 @@ from functools import cache
 from pathlib import Path
 
 REAL_SPOT = Path("/work/shared/data/real/hftbacktest/spot")
+REAL_CRYPTOFEED_SPOT = Path("/work/shared/data/real/cryptofeed/BINANCE.ws.1.0")
 
 
 def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
@@ -127,6 +128,23 @@ def recorded_depth() -> tuple[list[bytes], bytes]:
     if not frames or not snapshots:
         raise SystemExit(f"no BTCUSDT depth frames or snapshot in {REAL_SPOT}")
     return frames, snapshots[0]
+
+
+def recorded_spot_depth() -> dict[str, list[bytes]]:
+    """Every real spot ``@depth@100ms`` stream recorded: BTCUSDT (hftbacktest, ~1.6 kB a
+    frame) and the four smaller symbols of cryptofeed's sample (NKNUSDT, BLZETH, LRCBTC,
+    RUNEEUR, ~160-530 bytes a frame); inner payloads, verbatim, in order, by symbol."""
+    from simulator.recordings import load_recording  # noqa: PLC0415
+
+    streams = {"BTCUSDT": recorded_depth()[0]}
+    if not REAL_CRYPTOFEED_SPOT.exists():
+        raise SystemExit(f"no recorded frames in {REAL_CRYPTOFEED_SPOT}")
+    recording = load_recording([REAL_CRYPTOFEED_SPOT])
+    for symbol in recording.symbols():
+        frames = [f.frame for f in recording.depth_frames(symbol)]
+        if frames:
+            streams[symbol] = frames
+    return streams
 
 
 def peak_rss_mib() -> float:

@@ -11,13 +11,21 @@ protocol for the collector:
   a close frame is answered and ends the connection;
 - ``GET /api/v3/depth?symbol=..`` answers a REST snapshot (keep-alive).
 
-The payloads are real BTCUSDT frames from the hftbacktest recording (sizes and level
-counts as recorded), renamed per symbol. Update ids are continuous per connection and
-track the clock in microseconds (``u = max(U, now_us)``), and a new connection starts
-10 s in the past: a rotation's successor therefore always covers the old connection's
-last id, and a snapshot (``lastUpdateId = now_us``) is always fresh.
+The payloads are real spot depth frames (sizes and level counts as recorded), renamed per
+symbol. With ``--frames recorded`` (the default) the symbols take, in turn, one of the five
+spot streams recorded in ../shared/data/real: BTCUSDT (hftbacktest, ~1.6 kB a frame) and
+NKNUSDT, BLZETH, LRCBTC, RUNEEUR (cryptofeed's sample, ~170-210 bytes with the combined
+wrapper), so one symbol in five sends BTCUSDT-sized frames (a heavier mix than Binance's
+~1,500 spot symbols, most of which are far quieter than BTCUSDT); with ``--frames btcusdt``
+every symbol sends BTCUSDT's.
 
-    python -m bench.framesource [--rate FRAMES_PER_S_PER_CONNECTION]   # prints {"port": N}
+Update ids are continuous per connection and track the clock in microseconds (``u =
+max(U, now_us)``), and a new connection starts 10 s in the past: a rotation's successor
+therefore always covers the old connection's last id, and a snapshot (``lastUpdateId =
+now_us``) is always fresh.
+
+    python -m bench.framesource [--rate FRAMES_PER_S_PER_CONNECTION] [--frames recorded|btcusdt]
+    # prints {"port": N}
 """
 
 from __future__ import annotations
@@ -32,10 +40,11 @@ import re
 import struct
 import sys
 import time
+from collections.abc import Iterator
 from itertools import cycle
 from urllib.parse import parse_qs, urlsplit
 
-from bench.common import recorded_depth
+from bench.common import recorded_depth, recorded_spot_depth
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _TAIL = re.compile(rb'"u":\d+')
@@ -62,12 +71,26 @@ def templates(frames: list[bytes]) -> list[bytes]:
     return tails
 
 
-class Streams:
-    """The frames of one connection: its symbols round robin, ids continuous per symbol."""
+FRAME_MIXES = ("recorded", "btcusdt")
 
-    def __init__(self, tails: list[bytes], symbols: list[str]) -> None:
-        self._tails = cycle(tails)
-        self.symbols: dict[str, tuple[bytes, bytes]] = {}
+
+def frame_pools(mix: str) -> list[list[bytes]]:
+    """The tails (see :func:`templates`) of each recorded stream the symbols take in turn."""
+    if mix == "btcusdt":
+        return [templates(recorded_depth()[0])]
+    if mix == "recorded":
+        return [templates(frames) for frames in recorded_spot_depth().values()]
+    raise ValueError(f"unknown frame mix {mix!r}: one of {FRAME_MIXES}")
+
+
+class Streams:
+    """The frames of one connection: its symbols round robin, ids continuous per symbol;
+    symbol ``i`` (in the order added) replays pool ``i mod len(pools)`` in a loop."""
+
+    def __init__(self, pools: list[list[bytes]], symbols: list[str]) -> None:
+        self._pools = pools
+        self._added = 0
+        self.symbols: dict[str, tuple[bytes, bytes, Iterator[bytes]]] = {}
         self._last: dict[str, int] = {}
         self.add(symbols)
 
@@ -78,7 +101,9 @@ class Streams:
                 continue
             lower = symbol.lower().encode()
             prefix = b'{"stream":"%s@depth@100ms","data":{"e":"depthUpdate","E":' % lower
-            self.symbols[symbol] = (prefix, b',"s":"%s","U":' % symbol.upper().encode())
+            mid = b',"s":"%s","U":' % symbol.upper().encode()
+            self.symbols[symbol] = (prefix, mid, cycle(self._pools[self._added % len(self._pools)]))
+            self._added += 1
             self._last[symbol] = start
 
     def remove(self, symbols: list[str]) -> None:
@@ -92,9 +117,9 @@ class Streams:
         event_ms = now_us // 1000
         parts: list[bytes] = []
         size = frames = 0
-        last, tails = self._last, self._tails
+        last = self._last
         while size < _BATCH_BYTES and frames < max_frames:
-            for symbol, (prefix, mid) in self.symbols.items():
+            for symbol, (prefix, mid, tails) in self.symbols.items():
                 first = last[symbol] + 1
                 final = first if first > now_us else now_us
                 last[symbol] = final
@@ -111,9 +136,9 @@ class Streams:
 class FrameSource:
     """The server; ``rate`` caps frames per second per connection (0: as fast as read)."""
 
-    def __init__(self, rate: float = 0.0) -> None:
-        frames, snapshot = recorded_depth()
-        self._tails = templates(frames)
+    def __init__(self, rate: float = 0.0, frames: str = "recorded") -> None:
+        self._pools = frame_pools(frames)
+        snapshot = recorded_depth()[1]
         self._snapshot_rest = snapshot[re.match(rb'\{"lastUpdateId":\d+', snapshot).end() :]  # type: ignore[union-attr]
         self.rate = rate
         self.sent = 0
@@ -169,7 +194,7 @@ class FrameSource:
         )
         query = parse_qs(urlsplit(path).query).get("streams", [""])[0]
         symbols = [s.split("@", 1)[0].upper() for s in query.split("/") if s]
-        streams = Streams(self._tails, symbols)
+        streams = Streams(self._pools, symbols)
         writer.transport.set_write_buffer_limits(high=1 << 20)
         pump = asyncio.create_task(self._pump(streams, writer))
         try:
@@ -228,8 +253,8 @@ class FrameSource:
                 writer.write(ws_header(len(reply)) + reply)
 
 
-async def _main(rate: float) -> None:
-    source = FrameSource(rate)
+async def _main(rate: float, frames: str) -> None:
+    source = FrameSource(rate, frames)
     server = await source.serve()
     port = server.sockets[0].getsockname()[1]
     print(json.dumps({"port": port}), flush=True)
@@ -240,9 +265,10 @@ async def _main(rate: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.framesource", description=__doc__)
     p.add_argument("--rate", type=float, default=0.0, help="frames/s per connection, 0: max")
+    p.add_argument("--frames", choices=FRAME_MIXES, default="recorded", help="the frame mix")
     args = p.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(args.rate))
+        asyncio.run(_main(args.rate, args.frames))
     return 0
 
 
