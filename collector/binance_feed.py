@@ -78,6 +78,7 @@ class FeedTuning:
 
 @dataclass(slots=True)
 class _SymbolState:
+    slot: _Slot  # the slot serving the symbol (on_depth: one lookup a frame)
     primary: FeedConnection | None = None
     coverage_first_prev: int | None = None
     coverage_events: int = 0
@@ -248,7 +249,7 @@ class BinanceFeed:
         slot.symbols.extend(symbols)
         for symbol in symbols:
             primary = slot.conn if slot.conn is not None and slot.conn.is_open else None
-            self._states[symbol] = _SymbolState(primary)
+            self._states[symbol] = _SymbolState(slot, primary)
             self._slot_of[symbol] = slot
 
     async def _remove(self, symbol: str) -> None:
@@ -372,7 +373,7 @@ class BinanceFeed:
         slot.conn = conn
         for symbol in conn.symbols:
             if symbol in self._states:
-                self._states[symbol] = _SymbolState(conn)
+                self._states[symbol] = _SymbolState(slot, conn)
         tasks.create_task(conn.run())
         return conn
 
@@ -460,26 +461,31 @@ class BinanceFeed:
 
     # --- what connections tell us (synchronous, on the read path) ------------------
 
-    def on_depth(self, conn: FeedConnection, symbol: str, prev_id: int, event_time: int) -> None:
-        recv_ns = conn.last_frame_ns or 0
-        self._last_frame_ns = recv_ns
-        offset = recv_ns - event_time * 1_000_000
-        if self._offset_min is None or offset < self._offset_min:
-            self._offset_min = offset
-        if recv_ns >= self._offset_until:
-            self._metrics.clock_offset.set(self._offset_min / 1e9)
-            self._offset_min, self._offset_until = None, recv_ns + OFFSET_WINDOW_NS
-        slot = self._slot_of.get(symbol)
-        if slot is not None and slot.successor is not None:
-            self._check_handover(slot, symbol)
+    def on_depth(self, conn: FeedConnection, symbol: str, prev_id: int) -> None:
         state = self._states.get(symbol)
-        if state is None or state.primary is not conn:
+        if state is None:
+            return
+        if state.slot.successor is not None:
+            self._check_handover(state.slot, symbol)
+        if state.primary is not conn:
             return
         if state.coverage_first_prev is None:
             state.coverage_first_prev = prev_id
         state.coverage_events += 1
         if state.snapshot_due:  # per frame: the call only when a snapshot is wanted
             self._maybe_snapshot(symbol, state, "events buffered")
+
+    def on_frames(self, conn: FeedConnection, recv_ns: int, newest_event_ms: int) -> None:
+        """Per batch: the last frame time, and the clock offset (the smallest of each
+        second's frames; a batch's smallest is that of its newest event)."""
+        del conn
+        self._last_frame_ns = recv_ns
+        offset = recv_ns - newest_event_ms * 1_000_000
+        if self._offset_min is None or offset < self._offset_min:
+            self._offset_min = offset
+        if recv_ns >= self._offset_until:
+            self._metrics.clock_offset.set(self._offset_min / 1e9)
+            self._offset_min, self._offset_until = None, recv_ns + OFFSET_WINDOW_NS
 
     def on_break(self, conn: FeedConnection, symbol: str) -> None:
         state = self._states.get(symbol)

@@ -20,15 +20,13 @@ recomputed from its lines (:func:`summarize`); :class:`KeyClaims` keeps keys uni
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import logging
 import os
-import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, cast
+from typing import Final
 
 import orjson
 
@@ -147,6 +145,23 @@ class ChunkWriter:
         )
         self._headers[stream] = (header, encode_header(header))
 
+    def check(self, items: list[Item]) -> None:
+        """:func:`check_item` and :meth:`header` for every item, in one loop (per frame on
+        the hot path): raises CodecError/InvalidNameError for the first bad one."""
+        headers = self._headers
+        for item in items:
+            line, t, first, last = item.line, item.recv_ns, item.first_id, item.last_id
+            if (
+                line.find(b"\n") != len(line) - 1
+                or type(t) is not int
+                or not 0 <= t <= MAX_ID
+                or (first is not None and (type(first) is not int or not 0 <= first <= MAX_ID))
+                or (last is not None and (type(last) is not int or not 0 <= last <= MAX_ID))
+            ):
+                check_item(item)  # the same tests: raises, saying which
+            if (item.channel, item.symbol) not in headers:
+                self.header(item.channel, item.symbol)  # validates the names (then cached)
+
     def header(self, channel: str, symbol: str) -> tuple[Header, bytes]:
         """The header of a stream's chunks and its line; raises InvalidNameError."""
         stream = (channel, symbol)
@@ -158,30 +173,50 @@ class ChunkWriter:
 
     def route(self, item: Item) -> OpenChunk | None:
         """Append ``item`` to its stream's chunk; return the chunk it cut, if any."""
-        stream = (item.channel, item.symbol)
-        chunk = self.chunks.get(stream)
-        cut = None
-        if chunk is not None:
-            t = item.recv_ns  # the common case (inside the chunk's span, room left) inline
+        cut: list[OpenChunk] = []
+        self.route_many([item], cut)
+        return cut[0] if cut else None
+
+    def route_many(self, items: list[Item], cut: list[OpenChunk]) -> int:
+        """Append each item, in order, to its stream's chunk, and the chunks this cuts to
+        ``cut``; returns the bytes routed. Runs once per record: the common case (the
+        stream's chunk is open, the record inside its span, room left) is inline."""
+        chunks = self.chunks
+        max_bytes = self.chunk_max_bytes
+        routed = 0
+        for item in items:
+            line = item.line
+            size = len(line)
+            routed += size
+            chunk = chunks.get((item.channel, item.symbol))
             if (
-                not chunk.day_start_ns <= t < chunk.deadline_ns
-                or chunk.size + len(item.line) > self.chunk_max_bytes
-            ) and self._must_cut(chunk, item):
-                cut, chunk = chunk, None
-        if chunk is None:
-            header, line = self.header(item.channel, item.symbol)
-            deadline = rotation_deadline_ns(item.recv_ns, self.rotation_ns)
-            chunk = self.chunks[stream] = OpenChunk(header, item.recv_ns, deadline)
+                chunk is None
+                or not chunk.day_start_ns <= item.recv_ns < chunk.deadline_ns
+                or chunk.size + size > max_bytes
+            ):
+                chunk = self._chunk_for(item, chunk, cut)
             chunk.pending.append(line)
-            chunk.size = len(line)
-        chunk.pending.append(item.line)
-        chunk.size += len(item.line)
-        chunk.records += 1
-        if item.first_id is not None and chunk.first_id is None:
-            chunk.first_id = item.first_id
-        if item.last_id is not None:
-            chunk.last_id = item.last_id
-        return cut
+            chunk.size += size
+            chunk.records += 1
+            if item.first_id is not None and chunk.first_id is None:
+                chunk.first_id = item.first_id
+            if item.last_id is not None:
+                chunk.last_id = item.last_id
+        return routed
+
+    def _chunk_for(self, item: Item, chunk: OpenChunk | None, cut: list[OpenChunk]) -> OpenChunk:
+        """The chunk ``item`` goes to when its stream's open ``chunk`` (if any) may not take
+        it as it is: that chunk, or a new one (the old one cut, appended to ``cut``)."""
+        if chunk is not None:
+            if not self._must_cut(chunk, item):
+                return chunk
+            cut.append(chunk)
+        header, line = self.header(item.channel, item.symbol)
+        deadline = rotation_deadline_ns(item.recv_ns, self.rotation_ns)
+        chunk = self.chunks[(item.channel, item.symbol)] = OpenChunk(header, item.recv_ns, deadline)
+        chunk.pending.append(line)
+        chunk.size = len(line)
+        return chunk
 
     def _must_cut(self, chunk: OpenChunk, item: Item) -> bool:
         if item.recv_ns >= chunk.deadline_ns or item.recv_ns // NS_PER_DAY != chunk.day:
@@ -234,10 +269,10 @@ class ChunkWriter:
     @staticmethod
     def dup_unsynced(chunks: Iterable[OpenChunk], *, one_per_filesystem: bool = False) -> list[int]:
         """Duplicates of the descriptors of the open files written since their last sync
-        (marked synced): :func:`sync_and_close` or :func:`fsync_and_close` syncs them in a
-        worker thread while the writer goes on, and may close a chunk's own descriptor
-        meanwhile (event loop). ``one_per_filesystem``: one descriptor per filesystem
-        they are on (enough for ``syncfs``)."""
+        (marked synced): :func:`collector.syncfs.sync_and_close` syncs them in a worker
+        thread while the writer goes on, and may close a chunk's own descriptor meanwhile
+        (event loop). ``one_per_filesystem``: one descriptor per filesystem they are on
+        (enough for ``syncfs``)."""
         fds = []
         devices: set[int] = set()
         for chunk in chunks:
@@ -260,64 +295,6 @@ class ChunkWriter:
         if chunk.fd is not None:
             os.close(chunk.fd)
             chunk.fd = None
-
-
-def _find_syncfs() -> Callable[[int], int] | None:
-    """libc's ``syncfs(2)`` (Linux), or None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return None
-    syncfs.argtypes = [ctypes.c_int]
-    syncfs.restype = ctypes.c_int
-    return cast("Callable[[int], int]", syncfs)
-
-
-_SYNCFS: Final = _find_syncfs()
-HAVE_SYNCFS: Final = _SYNCFS is not None
-
-
-def sync_and_close(fds: list[int]) -> None:
-    """Make everything written to the filesystems of ``fds`` durable, then close them all
-    (blocking); raises the first OSError after closing them all.
-
-    With ``syncfs(2)`` (Linux: give one descriptor per filesystem, see
-    :meth:`ChunkWriter.dup_unsynced`) that is one call per filesystem: the open files'
-    data, their sizes and anything else written there are on stable storage when it
-    returns, and since Linux 5.8 it reports a failed writeback as fsync does. At 1,500
-    open files it costs ~1 ms of CPU against ~150 ms for 1,500 fsyncs (on ext4 each one
-    a journal commit and a disk cache flush). Elsewhere: :func:`fsync_and_close`.
-    """
-    _close_after(fds, os.fsync if _SYNCFS is None else _syncfs)
-
-
-def fsync_and_close(fds: list[int]) -> None:
-    """fsync and close every descriptor (blocking); raises the first OSError after closing
-    them all."""
-    _close_after(fds, os.fsync)
-
-
-def _syncfs(fd: int) -> None:
-    assert _SYNCFS is not None
-    if _SYNCFS(fd) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"syncfs: {os.strerror(code)}")
-
-
-def _close_after(fds: list[int], sync: Callable[[int], None]) -> None:
-    """``sync`` each descriptor and close it; the first OSError is raised after all."""
-    error: OSError | None = None
-    for fd in fds:
-        try:
-            sync(fd)
-        except OSError as exc:
-            error = error or exc
-        finally:
-            os.close(fd)
-    if error is not None:
-        raise error
 
 
 # --- recovery -----------------------------------------------------------------------------

@@ -76,19 +76,27 @@ REQUEST_SPACING_S = 0.25
 
 @dataclass(slots=True)
 class StreamTrack:
-    """One symbol on one connection: where its continuous run starts and ends."""
+    """One symbol on one connection: where its continuous run starts and ends, and its
+    frame counts not yet handed to the metrics (one object a symbol: one lookup a frame)."""
 
     last_id: int | None = None  # u of the last event
     run_first_prev: int | None = None  # previous id of the first event of the current run
     run_events: int = 0  # events in the current run
+    frames: int = 0  # depth frames since the last metrics update
+    frame_bytes: int = 0  # their bytes
+    last_recv_ns: int = 0  # receive time of the last depth frame
 
 
 class Listener(Protocol):
     """What the feed learns from a connection (called synchronously, never awaited)."""
 
-    def on_depth(self, conn: FeedConnection, symbol: str, prev_id: int, event_time: int) -> None:
-        """A depth event of ``symbol`` (its previous id, its exchange time in ms) was read;
-        ``conn.tracks[symbol]`` is up to date."""
+    def on_depth(self, conn: FeedConnection, symbol: str, prev_id: int) -> None:
+        """A depth event of ``symbol`` (its previous id) was read; ``conn.tracks[symbol]``
+        is up to date."""
+
+    def on_frames(self, conn: FeedConnection, recv_ns: int, newest_event_ms: int) -> None:
+        """A batch received at ``recv_ns`` held depth events, the newest with exchange time
+        ``newest_event_ms`` (once a batch, after its ``on_depth`` calls)."""
 
     def on_break(self, conn: FeedConnection, symbol: str) -> None: ...
 
@@ -147,9 +155,8 @@ class FeedConnection:
         self._last_request = 0.0
         self._request_lock = asyncio.Lock()
         self._children: dict[str, tuple[Any, Any, Any, Any]] = {}
-        # per-symbol [frames, bytes, last id, last receive ns] not yet in the metrics
-        self._counts: dict[str, list[int]] = {}
         self._metrics_due_ns = 0
+        self._newest_event_ms = -1  # of the batch being read (general path)
 
     # --- state ---------------------------------------------------------------------
 
@@ -273,19 +280,44 @@ class FeedConnection:
             await sink.put_many(self._records(frames, binary, recv_ns))
 
     def _records(self, frames: list[bytes], binary: list[int], recv_ns: int) -> list[Item]:
-        """The items of one batch of messages, all received at ``recv_ns``, in order."""
+        """The items of one batch of messages, all received at ``recv_ns``, in order.
+
+        The fast path (a spot depth frame in Binance's layout) is written out here rather
+        than through :meth:`_depth`: it is the per-frame cost of the whole collector.
+        """
         items: list[Item] = []
+        append = items.append
         prefix = msg_prefix(recv_ns, self.id)
-        spot = self._opt.market is Market.SPOT
-        for index, frame in enumerate(frames):
-            is_binary = bool(binary) and index in binary
-            fast = spot_depth(frame) if spot and not is_binary else None
-            if fast is None:
-                self._general(frame, recv_ns, is_binary, items)
-                continue
-            symbol, first, last, event_time = fast
-            line = b"".join((prefix, frame, b"}\n"))
-            self._depth(symbol, first, first - 1, last, event_time, frame, line, recv_ns, items)
+        tracks = self.tracks
+        on_depth = self._listener.on_depth
+        self._newest_event_ms = newest = -1
+        if self._opt.market is not Market.SPOT or binary:
+            for index, frame in enumerate(frames):
+                self._general(frame, recv_ns, index in binary, items)
+        else:
+            for frame in frames:
+                fast = spot_depth(frame)
+                if fast is None:
+                    self._general(frame, recv_ns, False, items)
+                    continue
+                symbol, first, last, event_time = fast
+                track = tracks.get(symbol)
+                if track is None or track.last_id != first - 1:  # None != any id
+                    self._new_run(symbol, first, first - 1, last, recv_ns=recv_ns, items=items)
+                    track = tracks[symbol]
+                else:
+                    track.run_events += 1
+                    track.last_id = last
+                append(Item(symbol, b"".join((prefix, frame, b"}\n")), recv_ns, first, last))
+                track.frames += 1
+                track.frame_bytes += len(frame)
+                track.last_recv_ns = recv_ns
+                if event_time > newest:  # noqa: PLR1730 -- max() is a call, per frame
+                    newest = event_time
+                on_depth(self, symbol, first - 1)
+        newest = max(newest, self._newest_event_ms)
+        if newest >= 0:
+            self._listener.on_frames(self, recv_ns, newest)
         if recv_ns >= self._metrics_due_ns:
             self._flush_metrics(recv_ns)
         return items
@@ -349,18 +381,16 @@ class FeedConnection:
         track = self.tracks.get(symbol)
         if track is None or track.last_id is None or track.last_id != prev:
             self._new_run(symbol, first, prev, last, recv_ns=recv_ns, items=items)
+            track = self.tracks[symbol]
         else:
             track.run_events += 1
             track.last_id = last
         items.append(Item(symbol, line, recv_ns, first, last))
-        counts = self._counts.get(symbol)
-        if counts is None:
-            counts = self._counts[symbol] = [0, 0, 0, 0]
-        counts[0] += 1
-        counts[1] += len(frame)
-        counts[2] = last
-        counts[3] = recv_ns
-        self._listener.on_depth(self, symbol, prev, event_time)
+        track.frames += 1
+        track.frame_bytes += len(frame)
+        track.last_recv_ns = recv_ns
+        self._newest_event_ms = max(self._newest_event_ms, event_time)
+        self._listener.on_depth(self, symbol, prev)
 
     def _flush_metrics(self, now_ns: int | None = None) -> None:
         """Hand the per-symbol counts to the metrics: at most every METRICS_EVERY_NS on the
@@ -369,8 +399,8 @@ class FeedConnection:
         if now_ns is not None:
             self._metrics_due_ns = now_ns + METRICS_EVERY_NS
         m = self._metrics
-        for symbol, counts in self._counts.items():
-            if not counts[0]:
+        for symbol, track in self.tracks.items():
+            if not track.frames:
                 continue
             children = self._children.get(symbol)
             if children is None:
@@ -381,11 +411,11 @@ class FeedConnection:
                     m.last_frame.labels(symbol),
                 )
             frames, frame_bytes, last_id, last_frame = children
-            frames.inc(counts[0])
-            frame_bytes.inc(counts[1])
-            last_id.set(counts[2])
-            last_frame.set(counts[3] / 1e9)
-            counts[0] = counts[1] = 0
+            frames.inc(track.frames)
+            frame_bytes.inc(track.frame_bytes)
+            last_id.set(track.last_id or 0)
+            last_frame.set(track.last_recv_ns / 1e9)
+            track.frames = track.frame_bytes = 0
 
     def _other(
         self,
@@ -476,6 +506,7 @@ class FeedConnection:
         if self.is_open:
             with contextlib.suppress(ConnectionClosed):
                 await self._request("UNSUBSCRIBE", symbols)
+        self._flush_metrics()  # the counts of the symbols whose tracks go
         for symbol in symbols:
             self.symbols.remove(symbol)
             self.tracks.pop(symbol, None)

@@ -40,19 +40,12 @@ from dataclasses import dataclass
 
 from booktape.errors import BooktapeError
 from booktape.stores import Store
-from collector.chunks import (
-    HAVE_SYNCFS,
-    ChunkWriter,
-    KeyClaims,
-    OpenChunk,
-    check_item,
-    recover_open_file,
-    sync_and_close,
-)
+from collector.chunks import ChunkWriter, KeyClaims, OpenChunk, recover_open_file
 from collector.config import CollectorSettings
 from collector.metrics import Metrics
 from collector.recordqueue import RecordQueue
 from collector.spool import SealedChunk, Spool, in_thread
+from collector.syncfs import HAVE_SYNCFS, sync_and_close
 from collector.types import Item
 from collector.uploader import Backoff, Uploader
 
@@ -169,10 +162,7 @@ class Pipeline:
         in, even past the bound). Raises as :meth:`put`, before queueing any of them."""
         if self._closing:
             raise PipelineClosedError("the pipeline is shutting down: record not accepted")
-        header = self._writer.header
-        for item in items:
-            check_item(item)
-            header(item.channel, item.symbol)  # validates the names (cached)
+        self._writer.check(items)
         self._putting += 1
         try:
             await self._queue.put_many(items)
@@ -316,13 +306,9 @@ class Pipeline:
             now = loop.time()
             final = self._closing and self._putting == 0
             due = final or self._flushing or now >= next_write
-            route = self._writer.route
             while queue:  # all of it when a write is due, else a batch
                 batch = queue.take(opts.batch_items, opts.batch_bytes)
-                for item in batch:
-                    if (chunk := route(item)) is not None:
-                        cut.append(chunk)
-                    held += len(item.line)
+                held += self._writer.route_many(batch, cut)
                 routed += len(batch)
                 if not due:
                     break
@@ -394,7 +380,7 @@ class Pipeline:
     def _fsync_open(self) -> None:
         """Start a sync of the open files written since the last one, in a worker thread
         that works on duplicated descriptors: the writer does not wait for it. On Linux it
-        is one ``syncfs`` of the spool's filesystem (:func:`~collector.chunks.sync_and_close`;
+        is one ``syncfs`` of the spool's filesystem (:func:`~collector.syncfs.sync_and_close`;
         1,500 fsyncs every 5 s cost ~0.03 core), elsewhere an fsync per file. Skipped while
         the previous one still runs."""
         if self._fsync_task is not None and not self._fsync_task.done():

@@ -16,21 +16,20 @@ from booktape.codec import Header, decode_line, encode_header, encode_msg, encod
 from booktape.errors import CodecError, InvalidNameError
 from booktape.keys import NS_PER_DAY, RawKey, parse_raw_key
 from booktape.stores import MemoryStore
-from collector import chunks as chunks_module
+from collector import syncfs as syncfs_module
 from collector.chunks import (
     ChunkWriter,
     KeyClaims,
     OpenChunk,
     check_item,
-    fsync_and_close,
     record_ids,
     rotation_deadline_ns,
     summarize,
-    sync_and_close,
 )
 from collector.metrics import Metrics
 from collector.pipeline import Pipeline
 from collector.spool import Spool
+from collector.syncfs import fsync_and_close, sync_and_close
 from collector.types import Item
 from tests.collector.conftest import (
     FAST,
@@ -356,20 +355,20 @@ def test_items_no_chunk_can_hold_are_refused(item: Item) -> None:
 def test_open_files_are_synced_with_one_syncfs_per_filesystem(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert sys.platform.startswith("linux") == chunks_module.HAVE_SYNCFS
+    assert sys.platform.startswith("linux") == syncfs_module.HAVE_SYNCFS
     writer = make_writer(tmp_path)
     for n, symbol in enumerate(("BTCUSDT", "ETHUSDT", "BNBUSDT")):
         writer.route(depth_item(symbol, T0 + n, n + 1, n + 1))
     chunks = list(writer.chunks.values())
     writer.flush(chunks)
     synced: list[int] = []
-    real = chunks_module._SYNCFS
+    real = syncfs_module._SYNCFS
 
     def counting(fd: int) -> int:
         synced.append(fd)
         return real(fd) if real is not None else 0
 
-    monkeypatch.setattr(chunks_module, "_SYNCFS", counting)
+    monkeypatch.setattr(syncfs_module, "_SYNCFS", counting)
     fds = writer.dup_unsynced(chunks, one_per_filesystem=True)
     assert len(fds) == 1  # three files, one filesystem
     assert all(chunk.synced for chunk in chunks)
@@ -383,7 +382,7 @@ def test_open_files_are_synced_with_one_syncfs_per_filesystem(
         ctypes.set_errno(errno.EIO)
         return -1
 
-    monkeypatch.setattr(chunks_module, "_SYNCFS", failing)
+    monkeypatch.setattr(syncfs_module, "_SYNCFS", failing)
     writer.route(depth_item("BTCUSDT", T0 + 9, 10, 10))
     writer.flush(chunks)
     fds = writer.dup_unsynced(chunks, one_per_filesystem=True)
@@ -394,8 +393,8 @@ def test_open_files_are_synced_with_one_syncfs_per_filesystem(
         os.fstat(fds[0])  # closed all the same
 
     fsynced: list[int] = []  # without syncfs: one fsync per file
-    monkeypatch.setattr(chunks_module, "_SYNCFS", None)
-    monkeypatch.setattr(chunks_module.os, "fsync", fsynced.append)
+    monkeypatch.setattr(syncfs_module, "_SYNCFS", None)
+    monkeypatch.setattr(syncfs_module.os, "fsync", fsynced.append)
     for chunk in chunks:
         chunk.synced = False
     fds = writer.dup_unsynced(chunks)
