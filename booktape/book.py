@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from heapq import heapify, heappop, heappush
 
 from booktape.binance import DepthEvent, DepthSnapshot, Level
 from booktape.errors import BookError
@@ -198,6 +199,118 @@ class _BookSide:
         return removed
 
 
+def _neg(key: Key) -> Key:
+    """A key negated exactly (a Decimal's unary minus would round to its context)."""
+    return -key if type(key) is float else key.copy_negate()  # type: ignore[union-attr]
+
+
+class _LazySide(_BookSide):
+    """A side that sorts its prices only when asked (for a book read mostly at its top).
+
+    Inside, each level is keyed by the NEGATED key of :class:`_BookSide` (so the best level
+    has the lowest key), and a heap of those same key objects gives the best level; the
+    heap may still hold keys since removed (dropped when they reach its top, or all at once
+    when they outnumber the live ones). A sorted list is made only on demand (an audit, the
+    closing book). An update costs a dict operation per level, plus a heap push for a new
+    price, instead of a sorted insert or delete. Outside, every method takes and gives the
+    keys of :class:`_BookSide`: same levels, same order, same answers.
+    """
+
+    __slots__ = ("_heap",)
+
+    def __init__(self, reverse: bool) -> None:
+        super().__init__(reverse)
+        self._heap: list[Key] = []  # the inner keys, a heap: the best level first
+
+    def __len__(self) -> int:
+        return len(self._levels)
+
+    def clear(self) -> None:
+        self._levels.clear()
+        self._heap.clear()
+
+    def _to_exact(self) -> None:
+        """Switch to Decimal keys (a price a float cannot hold exactly was seen)."""
+        self._exact = True
+        self._cache.clear()
+        sign = self._sign
+        self._levels = {
+            (d.copy_negate() if sign > 0 else d): (text, qty)
+            for text, qty in self._levels.values()
+            for d in (Decimal(text),)
+        }
+        self._heap = sorted(self._levels)
+
+    def update(self, levels: Iterable[Level]) -> None:
+        """Set each level's absolute quantity; zero removes it."""
+        book, heap, inner, exact = self._levels, self._heap, -self._sign, self._exact
+        zeros = _ZEROS
+        for price, qty in levels:
+            try:  # as in _BookSide.update
+                value = float(price) if len(price) <= _SHORT else 0.0
+            except (TypeError, ValueError):
+                value = 0.0
+            if _FLOAT_LOW < value < _FLOAT_HIGH and not exact:
+                key: Key = value * inner
+            else:
+                key = _neg(self.key(price))
+                book, heap, exact = self._levels, self._heap, self._exact  # may have switched
+            try:
+                amount = float(qty)
+            except (TypeError, ValueError):
+                amount = -1.0  # junk: the check below raises BookError
+            if not 0.0 < amount < _INF and (qty in zeros or _is_zero_qty(qty)):
+                book.pop(key, None)
+            else:
+                if key not in book:
+                    heappush(heap, key)
+                book[key] = (price, qty)
+        if len(heap) > 2 * len(book) + 64:  # mostly removed keys: rebuild
+            self._heap = list(book)
+            heapify(self._heap)
+
+    def remove(self, key: Key) -> None:
+        self._levels.pop(_neg(key), None)
+
+    def get(self, key: Key) -> tuple[str, str] | None:
+        return self._levels.get(_neg(key))
+
+    def _top(self) -> Key | None:
+        """The inner key of the best level (removed keys popped on the way)."""
+        heap, book = self._heap, self._levels
+        while heap:
+            if heap[0] in book:
+                return heap[0]
+            heappop(heap)  # a level removed since
+        return None
+
+    def best_key(self) -> Key | None:
+        top = self._top()
+        return None if top is None else _neg(top)
+
+    def best(self) -> Level | None:
+        top = self._top()
+        return None if top is None else self._levels[top]
+
+    def iter_best_first(self) -> Iterator[Level]:
+        levels = self._levels
+        for key in sorted(levels):
+            yield levels[key]
+
+    def sorted_keys(self) -> Sequence[Key]:
+        """Every key, ascending (worst level first); made anew at each call."""
+        return [_neg(key) for key in sorted(self._levels, reverse=True)]
+
+    def remove_where(self, keep: Iterable[Key]) -> int:
+        """Keep only the given keys (ascending); return how many levels were removed."""
+        kept = [_neg(key) for key in keep]
+        kept.reverse()  # inner keys, ascending: a heap already
+        removed = len(self._levels) - len(kept)
+        self._levels = {k: self._levels[k] for k in kept}
+        self._heap = kept
+        return removed
+
+
 @dataclass(frozen=True, slots=True)
 class LevelMismatch:
     side: Side
@@ -336,11 +449,17 @@ class OrderBook:
     only that snapshot's window, since diffs correct a level only when it changes. Levels
     deeper than that are unknown until a later snapshot fills them in (:meth:`heal`).
     ``None`` means the book makes no claim (built from levels alone).
+
+    ``lazy_order``: sort each side's prices only when a reader needs more than the best
+    level (:meth:`levels`, :meth:`top`, an audit). Faster to update, slower for a caller
+    that reads the top levels after every event: for the merger, which reads the best
+    levels after every event and the whole book only at audits.
     """
 
-    def __init__(self) -> None:
-        self._bids = _BookSide(reverse=True)
-        self._asks = _BookSide(reverse=False)
+    def __init__(self, *, lazy_order: bool = False) -> None:
+        side = _LazySide if lazy_order else _BookSide
+        self._bids = side(reverse=True)
+        self._asks = side(reverse=False)
         self.update_id: int | None = None
         self.coverage: Window | None = None
 

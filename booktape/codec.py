@@ -59,6 +59,7 @@ from booktape.keys import validate_channel, validate_name
 
 P = TypeVar("P")
 Prover = Callable[[bytes], P | None]  # a frame -> proof that it is JSON (and more), or None
+OwnMsg = tuple[int, str, bytes, bytes | None, P | None]  # a msg: t, c, frame, stored line, proof
 
 FORMAT_VERSION: Final = 1
 CONN_EVENTS: Final = frozenset({"open", "subscribe", "close", "rotate", "break", "miss"})
@@ -557,28 +558,35 @@ class ObjectReader:
         vouches that the frame is JSON, which is then not parsed here, and is given back
         as the third item (e.g. the frame's header read by the same regex).
         """
-        while (line := self._next_line()) is not None:
-            yield self._pair(line, prove)
+        for part in self.parts(prove):
+            if type(part) is tuple:
+                t, c, frame, line, proof = part
+                yield Msg(t, c, frame), line, proof
+            else:
+                yield part, None, None  # type: ignore[misc]
 
-    def _pair(
-        self, line: bytes, prove: Prover[P] | None
-    ) -> tuple[DataRecord, bytes | None, P | None]:
-        self.line_no += 1
-        own = _own_msg(line)
-        if own is not None:
-            frame = own[2]
+    def parts(self, prove: Prover[P] | None = None) -> Iterator[DataRecord | OwnMsg[P]]:
+        """Each data record; a ``msg`` in :func:`encode_msg`'s own layout comes as an
+        :data:`OwnMsg` tuple ``(t, c, frame, line, proof)`` instead of a :class:`Msg`, as
+        :meth:`pairs` would give its parts (cheaper: no record object is made)."""
+        while (line := self._next_line()) is not None:
+            self.line_no += 1
+            own = _own_msg(line)
+            if own is None:
+                self.line_no -= 1
+                record = self._decode(line)
+                if isinstance(record, Header):
+                    raise CorruptObjectError(self.name, f"line {self.line_no}: a second header")
+                yield record
+                continue
+            t, c, frame = own
             proof = prove(frame) if prove is not None else None
             if proof is None:
                 try:
                     _loads(frame, "spliced frame")
                 except CodecError as exc:
                     raise CorruptObjectError(self.name, f"line {self.line_no}: {exc}") from exc
-            return Msg(*own), None if b"\r" in frame else line, proof
-        self.line_no -= 1
-        record = self._decode(line)
-        if isinstance(record, Header):
-            raise CorruptObjectError(self.name, f"line {self.line_no}: a second header")
-        return record, None, None
+            yield t, c, frame, None if b"\r" in frame else line, proof
 
     def _decode(self, line: bytes) -> Record:
         self.line_no += 1
@@ -647,6 +655,16 @@ def read_object_lines(
     lines = [line for _, line, _ in triples]
     proofs = [proof for _, _, proof in triples]
     return ReadResult(reader.header, records, reader.truncated, reader.error), lines, proofs
+
+
+def read_object_parts(
+    data: bytes, name: str, prove: Prover[P] | None = None
+) -> tuple[Header, list[DataRecord | OwnMsg[P]], str | None]:
+    """The header, :meth:`ObjectReader.parts` and the truncation error (None: whole)
+    of an object held in memory; raises CorruptObjectError naming ``name``."""
+    reader = ObjectReader(io.BytesIO(data), name)
+    parts = list(reader.parts(prove))
+    return reader.header, parts, reader.error
 
 
 def read_object(data: bytes, name: str) -> ReadResult:

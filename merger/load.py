@@ -37,7 +37,7 @@ from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
 from booktape.binance import DepthHeader, Market, decode_snapshot, parse_depth_header
-from booktape.codec import Header, Msg, Snap, encode_read_msg, encode_record, read_object_lines
+from booktape.codec import Header, Msg, Snap, encode_read_msg, encode_record, read_object_parts
 from booktape.errors import CorruptObjectError, FrameError, KeyLayoutError
 from booktape.fastframe import spot_depth_header
 from booktape.keys import RawKey, parse_raw_key
@@ -181,56 +181,64 @@ class ChunkReader:
             return content  # the same bytes under another key: read once
         self._digests.add(digest)
         try:
-            result, lines, headers = read_object_lines(data, key, self._prove)
+            header, parts, truncated = read_object_parts(data, key, self._prove)
         except CorruptObjectError as exc:
             self.log.corrupt.append({"key": key, "error": exc.reason})
             return content
-        if (mismatch := header_mismatch(result.header, raw_key)) is not None:
+        if (mismatch := header_mismatch(header, raw_key)) is not None:
             self.log.corrupt.append({"key": key, "error": mismatch})
             return content
-        if result.truncated:
-            self.log.corrupt.append({"key": key, "error": f"truncated: {result.error}"})
+        if truncated is not None:
+            self.log.corrupt.append({"key": key, "error": f"truncated: {truncated}"})
         source = raw_key.source
         tracker = self.sources.setdefault(source, SourceTracker())
         events = content.events
-        for record, line, proven in zip(result.records, lines, headers, strict=True):
-            if type(record) is Msg:
-                event = self._event(source, raw_key.symbol, record, line, proven)
-                if event is not None:
-                    events.append(event)
-                    head = event.header
-                    tracker.add(head.prev_id, head.first_id, head.last_id, event.recv_ns)
-            elif isinstance(record, Snap):
-                snapshot = self._snapshot(source, key, raw_key.symbol, record)
-                if snapshot is not None:
-                    content.snapshots.append(snapshot)
+        symbol = raw_key.symbol
+        for part in parts:
+            if type(part) is tuple:  # a msg in encode_msg's own layout
+                t, c, frame, line, proven = part
+                event = self._event(source, symbol, t, c, frame, line, proven)
+            elif type(part) is Msg:
+                event = self._event(source, symbol, part.t, part.c, part.raw, None, None)
+            else:
+                if isinstance(part, Snap):
+                    snapshot = self._snapshot(source, key, symbol, part)
+                    if snapshot is not None:
+                        content.snapshots.append(snapshot)
+                continue
+            if event is not None:
+                events.append(event)
+                head = event.header
+                tracker.add(head.prev_id, head.first_id, head.last_id, event.recv_ns)
         return content
 
-    def _event(
+    def _event(  # noqa: PLR0917 - the parts of a msg record, unpacked
         self,
         source: str,
         symbol: str,
-        record: Msg,
+        t: int,
+        c: str,
+        frame: bytes,
         line: bytes | None,
         header: DepthHeader | None,
     ) -> StreamEvent | None:
         if header is None:
             try:
-                header = parse_depth_header(record.raw, self.market)
+                header = parse_depth_header(frame, self.market)
             except FrameError:
                 return None  # a reply, an error or another stream: not part of the book
         if header.symbol != symbol:
             return None
-        name = self._names.get((source, record.c))
+        name = self._names.get((source, c))
         if name is None:
-            name = self._names[(source, record.c)] = f"{source}/{record.c}"
+            name = self._names[(source, c)] = f"{source}/{c}"
         last = self._last_u.get(name)
         if last is not None and header.last_id <= last:
             return None  # this connection gave it already (a resealed chunk)
         self._last_u[name] = header.last_id
         if line is None:  # not stored in encode_msg's own layout: the line it would have
-            line = encode_read_msg(record)
-        return StreamEvent(source, name, record.t, header, record.raw, line)
+            line = encode_read_msg(Msg(t, c, frame))
+        return StreamEvent(source, name, t, header, frame, line)
 
     def _snapshot(self, source: str, key: str, symbol: str, record: Snap) -> SourceSnapshot | None:
         status = record.extra.get("status")

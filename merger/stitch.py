@@ -193,7 +193,7 @@ class Stitcher:
         self._log = log
         self._start = start
         self._cursors = _Cursors(self._feed, primary)
-        self._book = OrderBook()
+        self._book = OrderBook(lazy_order=True)  # read at its top after each event
         self._anchor_snapshot: SourceSnapshot | None = None
         self._last_ts = 0  # receive ns of the last applied event (or of the anchor)
         self._iterated = False

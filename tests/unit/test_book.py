@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from booktape.binance import DepthEvent, DepthHeader, DepthSnapshot
 from booktape.book import OrderBook, Side, Window
 from booktape.errors import BookError
+from tests.unit.book_kinds import on_both_book_kinds  # noqa: F401 -- autouse: both book kinds
 
 
 def event(first: int, last: int, bids=(), asks=()) -> DepthEvent:  # type: ignore[no-untyped-def]

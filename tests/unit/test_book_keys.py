@@ -12,18 +12,16 @@ from hypothesis import strategies as st
 
 from booktape.binance import DepthSnapshot
 from booktape.book import OrderBook, Side, Window
-
-Change = tuple[Side, str, str]
+from tests.unit.book_kinds import (
+    Change,
+    model_sides,
+    on_both_book_kinds,  # noqa: F401 -- autouse: both book kinds
+)
 
 
 def model_levels(changes: list[Change]) -> dict[Side, list[tuple[str, str]]]:
     """Each side best first, by an exact Decimal replay; the latest spelling of a price wins."""
-    sides: dict[Side, dict[Decimal, tuple[str, str]]] = {Side.BID: {}, Side.ASK: {}}
-    for side, price, qty in changes:
-        if Decimal(qty) == 0:
-            sides[side].pop(Decimal(price), None)
-        else:
-            sides[side][Decimal(price)] = (price, qty)
+    sides = model_sides(changes)
     return {
         side: [levels[p] for p in sorted(levels, reverse=side is Side.BID)]
         for side, levels in sides.items()

@@ -22,6 +22,7 @@ from booktape.codec import (
     encode_msg,
     read_object,
     read_object_lines,
+    read_object_parts,
 )
 from booktape.errors import CodecError, CorruptObjectError
 from booktape.fastframe import spot_depth_header
@@ -101,6 +102,8 @@ def test_bad_msg_lines_are_corrupt_on_both_read_paths(line: bytes, match: str) -
         read_object_lines(data, "k")
     with pytest.raises(CorruptObjectError, match=f"line 3: .*{match}"):
         read_object_lines(data, "k", spot_depth_header)  # the prover vouches for none
+    with pytest.raises(CorruptObjectError, match=f"line 3: .*{match}"):
+        read_object_parts(data, "k", spot_depth_header)
 
 
 def test_a_proven_frame_gives_its_proof_back_and_others_are_still_checked() -> None:
@@ -116,3 +119,30 @@ def test_a_proven_frame_gives_its_proof_back_and_others_are_still_checked() -> N
     bad = object_of([lines[0], b'{"k":"msg","t":2,"c":"ws1","m":' + broken + b"}\n"])
     with pytest.raises(CorruptObjectError, match=r"line 3: .*spliced frame is not valid JSON"):
         read_object_lines(bad, "k", spot_depth_header)
+
+
+def test_parts_give_own_layout_msgs_as_tuples_and_other_records_as_records() -> None:
+    spot = b'{"stream":"btcusdt@depth","data":' + FRAME + b"}"
+    conn = b'{"k":"conn","t":3,"c":"ws1","ev":"open","info":{}}\n'
+    spaced = b'{"k":"msg", "t":4,"c":"ws2","m":{}}\n'  # JSON, not the encoder's layout
+    lines = [encode_msg(1, "ws1", spot), encode_msg(2, "ws1", FRAME), conn, spaced]
+    data = object_of(lines)[:-3]  # cut into the last zstd block: a truncated object
+
+    header, parts, truncated = read_object_parts(data, "k", spot_depth_header)
+
+    assert header == HEADER
+    assert truncated is not None
+    heads = [orjson.loads(line) for line in lines]
+    assert parts[0] == (heads[0]["t"], "ws1", spot, lines[0][:-1], parse_depth_header(spot))
+    assert parts[1] == (heads[1]["t"], "ws1", FRAME, lines[1][:-1], None)  # not proven
+    assert len(parts) < 4 or parts[2:] == [decode_line(conn), decode_line(spaced)]
+    whole_header, whole, error = read_object_parts(object_of(lines), "k")
+    assert (whole_header, error) == (HEADER, None)
+    assert whole[2:] == [decode_line(conn), Msg(4, "ws2", b"{}")]
+    assert (
+        [part[:4] for part in whole[:2]]
+        == [  # type: ignore[index]
+            (1, "ws1", spot, lines[0][:-1]),
+            (2, "ws1", FRAME, lines[1][:-1]),
+        ]
+    )
