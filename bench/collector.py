@@ -81,8 +81,10 @@ def symbol_names(count: int) -> list[str]:
 class Source:
     """The frame source subprocess (one per rate)."""
 
-    def __init__(self, rate_per_connection: float = 0.0, frames: str = "recorded") -> None:
-        argv = ["--rate", str(rate_per_connection), "--frames", frames]
+    def __init__(
+        self, rate_per_connection: float = 0.0, frames: str = "recorded", tick_s: float = 0.1
+    ) -> None:
+        argv = ["--rate", str(rate_per_connection), "--frames", frames, "--tick", str(tick_s)]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.framesource", *argv], stdout=subprocess.PIPE, text=True
         )

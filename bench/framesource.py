@@ -19,12 +19,20 @@ wrapper), so one symbol in five sends BTCUSDT-sized frames (a heavier mix than B
 ~1,500 spot symbols, most of which are far quieter than BTCUSDT); with ``--frames btcusdt``
 every symbol sends BTCUSDT's.
 
+With ``--rate`` the frames due go out together at each ``--tick`` of the wall clock (0.1 s
+by default), at the same instants on every connection. That is how Binance sends
+``@depth@100ms`` streams: in cryptofeed's capture, every symbol's event time ``E`` has the
+same remainder modulo 100 ms (drifting 68 -> 72 ms over 30 s), and two symbols' frames on
+one connection arrive within 0.3 ms of each other. Without ``--rate`` the source sends as
+fast as the client reads.
+
 Update ids are continuous per connection and track the clock in microseconds (``u =
 max(U, now_us)``), and a new connection starts 10 s in the past: a rotation's successor
 therefore always covers the old connection's last id, and a snapshot (``lastUpdateId =
 now_us``) is always fresh.
 
-    python -m bench.framesource [--rate FRAMES_PER_S_PER_CONNECTION] [--frames recorded|btcusdt]
+    python -m bench.framesource [--rate FRAMES_PER_S_PER_CONNECTION] [--tick 0.1]
+        [--frames recorded|btcusdt]
     # prints {"port": N}
 """
 
@@ -50,6 +58,7 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _TAIL = re.compile(rb'"u":\d+')
 _BATCH_BYTES = 256 * 1024
 _BACKFILL_US = 10_000_000  # a new connection's first event starts this far in the past
+TICK_S = 0.1  # with a rate cap: Binance's @depth@100ms tick (see the module docstring)
 
 
 def ws_header(length: int, opcode: int = 0x1) -> bytes:
@@ -136,11 +145,12 @@ class Streams:
 class FrameSource:
     """The server; ``rate`` caps frames per second per connection (0: as fast as read)."""
 
-    def __init__(self, rate: float = 0.0, frames: str = "recorded") -> None:
+    def __init__(self, rate: float = 0.0, frames: str = "recorded", tick_s: float = TICK_S) -> None:
         self._pools = frame_pools(frames)
         snapshot = recorded_depth()[1]
         self._snapshot_rest = snapshot[re.match(rb'\{"lastUpdateId":\d+', snapshot).end() :]  # type: ignore[union-attr]
         self.rate = rate
+        self.tick_s = tick_s
         self.sent = 0
 
     async def serve(self, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
@@ -211,8 +221,8 @@ class FrameSource:
             limit = 1 << 30
             if self.rate > 0:
                 due = int((loop.time() - start) * self.rate) - sent
-                if due <= 0:
-                    await asyncio.sleep(0.005)
+                if due <= 0:  # the rest at the next tick of the wall clock (all connections')
+                    await asyncio.sleep(self.tick_s - time.time() % self.tick_s)
                     continue
                 limit = due
             data, frames = streams.batch(limit)
@@ -253,8 +263,8 @@ class FrameSource:
                 writer.write(ws_header(len(reply)) + reply)
 
 
-async def _main(rate: float, frames: str) -> None:
-    source = FrameSource(rate, frames)
+async def _main(rate: float, frames: str, tick_s: float) -> None:
+    source = FrameSource(rate, frames, tick_s)
     server = await source.serve()
     port = server.sockets[0].getsockname()[1]
     print(json.dumps({"port": port}), flush=True)
@@ -266,9 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.framesource", description=__doc__)
     p.add_argument("--rate", type=float, default=0.0, help="frames/s per connection, 0: max")
     p.add_argument("--frames", choices=FRAME_MIXES, default="recorded", help="the frame mix")
+    p.add_argument(
+        "--tick", type=float, default=TICK_S, help="with --rate: send what is due every TICK s"
+    )
     args = p.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(args.rate, args.frames))
+        asyncio.run(_main(args.rate, args.frames, args.tick))
     return 0
 
 

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds, interval = (50.0, 2.0) if args.quick else (args.seconds, args.interval)
     connections = -(-args.symbols // PER_CONNECTION)
     work = Path(tempfile.mkdtemp(prefix="booktape-soak-"))
-    source = Source(args.rate / connections, frames="btcusdt")
+    source = Source(args.rate / connections, frames="btcusdt", tick_s=0.005)
     collector: subprocess.Popen[bytes] | None = None
     samples: list[tuple[float, int]] = []
     try:
