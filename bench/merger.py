@@ -13,7 +13,7 @@ Measured in child processes (so that ``ru_maxrss`` is the merge's own peak):
 
 - *ours*: ``merger.day.merge_day`` on the store: day events / wall seconds;
 - *floor*: decompress and parse the same chunks and nothing else
-  (``booktape.codec.iter_object`` + ``booktape.binance.decode_depth`` of every frame).
+  (``booktape.objects.iter_object`` + ``booktape.binance.decode_depth`` of every frame).
 
 ``ratio`` = ours / floor. Peak memory is compared between a short and a long day (1 h and
 24 h; ``--quick``: 5 min and 20 min). ``--profile`` prints the merge's pyinstrument tree.
@@ -39,8 +39,9 @@ from typing import Any
 from bench.common import emit, machine, parser, profiled, recorded_depth
 from bench.framesource import templates
 from booktape.binance import decode_depth, decode_snapshot
-from booktape.codec import Header, Msg, RecordWriter, iter_object
+from booktape.codec import Header, Msg
 from booktape.keys import RawKey
+from booktape.objects import RecordWriter, iter_object
 from booktape.stores import open_store
 
 DATE = dt.date(2024, 5, 1)

@@ -27,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from booktape.codec import Conn, Snap, read_object
+from booktape.codec import Conn, Snap
+from booktape.objects import read_object
 
 PRODUCTS = "BTC-USD,ETH-USD"
 PRICES = "BTC,ETH,LTC,XRP"

@@ -27,44 +27,37 @@ Every line is a JSON object whose first key ``"k"`` says its kind::
   be anything the server sent (an error page).
 - The header's ``extra`` keys (lower-case ``[a-z0-9_]``) hold any JSON values.
 
-Reading. A TRUNCATED object -- the zstd stream ends inside a frame, or the last line has no
-newline (a crash after a flush) -- yields every whole record before the cut and reports
-``truncated``. A CORRUPT object raises :class:`~booktape.errors.CorruptObjectError` naming the
-object and the line: bytes that are not zstd, a damaged block or checksum, trailing bytes
-that are not a zstd frame, a line that is not valid JSON or not a known record, a header
-missing, repeated, or of an unknown version. Rule for a cut before the header: an object
-without a whole header line (empty, or cut inside the header) is CORRUPT, since it holds no
-record and cannot be attributed; once the header is whole, any cut is a truncation.
-Damage cannot pass as a complete object with other records: the content checksum is checked
-at the end of the frame (damage that makes the stream look cut short reads as truncated).
-"""
+Reading (:mod:`booktape.objects`). A TRUNCATED object -- the zstd stream ends inside a
+frame, or the last line has no newline (a crash after a flush) -- yields every whole record
+before the cut and reports ``truncated``. A CORRUPT object raises
+:class:`~booktape.errors.CorruptObjectError` naming the object and the line: bytes that are
+not zstd, a damaged block or checksum, trailing bytes that are not a zstd frame, a line that
+is not valid JSON or not a known record, a header missing, repeated, or of an unknown
+version. Rule for a cut before the header: an object without a whole header line (empty, or
+cut inside the header) is CORRUPT, since it holds no record and cannot be attributed; once
+the header is whole, any cut is a truncation. Damage cannot pass as a complete object with
+other records: the content checksum is checked at the end of the frame (damage that makes
+the stream look cut short reads as truncated)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final
 
 import orjson
-import zstandard
 
 from booktape import __version__
-from booktape.errors import BooktapeError, CodecError, CorruptObjectError
+from booktape.errors import BooktapeError, CodecError
 from booktape.keys import validate_channel, validate_name
-
-P = TypeVar("P")
-Prover = Callable[[bytes], P | None]  # a frame -> proof that it is JSON (and more), or None
-OwnMsg = tuple[int, str, bytes, bytes | None, P | None]  # a msg: t, c, frame, stored line, proof
 
 FORMAT_VERSION: Final = 1
 CONN_EVENTS: Final = frozenset({"open", "subscribe", "close", "rotate", "break", "miss"})
 MAX_NS: Final = 2**63 - 1
-READ_CHUNK: Final = 1 << 16
 
 Scalar = str | int | float | bool | None
 
@@ -74,14 +67,6 @@ _HEADER_FIELDS: Final = ("exchange", "channel", "symbol", "region", "collector",
 _MSG_HEAD: Final = b'{"k":"msg","t":'
 _BAD_HEAD: Final = b'{"k":"bad","t":'
 _SPLICE: Final = b'"m":'
-
-
-class Sink(Protocol):
-    def write(self, data: bytes, /) -> object: ...
-
-
-class Source(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +271,7 @@ def _dumps(value: object) -> bytes:
         raise CodecError(f"cannot encode {value!r} as JSON: {exc}") from exc
 
 
-def _loads(data: bytes, what: str) -> Any:
+def loads_json(data: bytes, what: str) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -316,7 +301,7 @@ _MSG_LINE: Final = re.compile(
 )
 
 
-def _own_msg(line: bytes) -> tuple[int, str, bytes] | None:
+def own_msg(line: bytes) -> tuple[int, str, bytes] | None:
     """``(t, c, frame)`` of a msg line (without its newline) in encode_msg's own layout:
     what the general path would conclude, without parsing the head as JSON; else None.
     The frame is not checked here."""
@@ -329,9 +314,9 @@ def _own_msg(line: bytes) -> tuple[int, str, bytes] | None:
 def decode_line(line: bytes) -> Record:
     """Decode one line (with or without its final newline); raises CodecError."""
     line = line[:-1] if line.endswith(b"\n") else line
-    own = _own_msg(line)
+    own = own_msg(line)
     if own is not None:
-        _loads(own[2], "spliced frame")
+        loads_json(own[2], "spliced frame")
         return Msg(*own)
     return _decode_general(line)
 
@@ -342,11 +327,11 @@ def _decode_general(line: bytes) -> Record:
         # "m" comes last: parse the head with a stand-in value, then the frame on its own.
         if not line.endswith(b"}"):
             raise CodecError("spliced record does not end with '}'")
-        obj = _loads(line[:at] + b'"m":null}', "record")
+        obj = loads_json(line[:at] + b'"m":null}', "record")
         raw = line[at + len(_SPLICE) : -1]
-        _loads(raw, "spliced frame")
+        loads_json(raw, "spliced frame")
     else:
-        obj = _loads(line, "line")
+        obj = loads_json(line, "line")
     kind = obj.get("k") if isinstance(obj, dict) else None
     if kind == "hdr":
         return _decode_header(obj)
@@ -399,276 +384,3 @@ def _decode_header(obj: dict[str, Any]) -> Header:
         raise CodecError(f"header lacks field {exc}") from exc
     except BooktapeError as exc:
         raise CodecError(f"invalid header: {exc}") from exc
-
-
-class RecordWriter:
-    """Streams records into one zstd frame (with content checksum) on ``fileobj``.
-
-    The header is written on construction. ``flush()`` ends the current zstd block so that
-    everything written so far can be decoded from the file (a crash afterwards leaves a
-    truncated, readable object); ``close()`` ends the frame. The file itself is neither
-    closed nor fsynced: it belongs to the caller. After ``fileobj.write`` fails, the writer
-    counts as closed (its stream has a hole).
-    """
-
-    def __init__(self, fileobj: Sink, header: Header, level: int = 3) -> None:
-        self._file = fileobj
-        self._zstd = zstandard.ZstdCompressor(level=level, write_checksum=True).compressobj()
-        self.header = header
-        self.records = 0  # data records written (the header not included)
-        self.bytes_in = 0  # uncompressed bytes, header included
-        self.bytes_out = 0  # compressed bytes handed to fileobj
-        self.closed = False
-        self.write_line(encode_header(header), count=False)
-
-    def write_line(self, line: bytes, *, count: bool = True) -> None:
-        """Append one already-encoded line (from an ``encode_*`` function)."""
-        if self.closed:
-            raise CodecError("write to a closed RecordWriter")
-        self._emit(self._zstd.compress(line))
-        self.bytes_in += len(line)
-        self.records += count
-
-    def write_msg(self, t_ns: int, conn: str, frame: bytes) -> None:
-        self.write_line(encode_msg(t_ns, conn, frame))
-
-    def write_bad(self, t_ns: int, conn: str, frame: bytes, *, binary: bool = False) -> None:
-        self.write_line(encode_bad(t_ns, conn, frame, binary=binary))
-
-    def write_snap(
-        self,
-        t_ns: int,
-        q_ns: int,
-        conn: str,
-        request: str,
-        body: bytes,
-        *,
-        extra: Mapping[str, Scalar] | None = None,
-    ) -> None:
-        self.write_line(encode_snap(t_ns, q_ns, conn, request, body, extra=extra))
-
-    def write_conn(
-        self, t_ns: int, conn: str, ev: str, info: Mapping[str, Any] | None = None
-    ) -> None:
-        self.write_line(encode_conn(t_ns, conn, ev, info))
-
-    def write_record(self, record: DataRecord) -> None:
-        self.write_line(encode_record(record))
-
-    def flush(self) -> None:
-        """End the current zstd block and flush ``fileobj`` if it can."""
-        if self.closed:
-            raise CodecError("flush of a closed RecordWriter")
-        self._emit(self._zstd.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK))
-        flush = getattr(self._file, "flush", None)
-        if callable(flush):
-            flush()
-
-    def close(self) -> None:
-        """End the zstd frame (idempotent)."""
-        if not self.closed:
-            self.closed = True
-            self._emit(self._zstd.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH))
-
-    def _emit(self, data: bytes) -> None:
-        if data:
-            try:
-                self._file.write(data)
-            except BaseException:
-                self.closed = True  # the stream now has a hole: refuse to write past it
-                raise
-            self.bytes_out += len(data)
-
-    def __enter__(self) -> RecordWriter:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-@dataclass(frozen=True, slots=True)
-class ReadResult:
-    header: Header
-    records: list[DataRecord]
-    truncated: bool
-    error: str | None  # why the object counts as truncated; None when complete
-
-
-class ObjectReader:
-    """Iterates the data records of an object read from ``fileobj`` in chunks.
-
-    The header is read on construction (``.header``). After the iteration ends,
-    ``.truncated`` and ``.error`` tell whether the object was cut short. Corruption raises
-    CorruptObjectError, possibly after some records were yielded; use read_object() for
-    all-or-nothing reading.
-    """
-
-    def __init__(self, fileobj: Source, name: str, chunk_size: int = READ_CHUNK) -> None:
-        self.name = name
-        self.line_no = 0  # lines decoded so far; line 1 is the header
-        self._file = fileobj
-        self._chunk = chunk_size
-        self._dctx = zstandard.ZstdDecompressor()
-        self._dobj: Any = None  # decompressobj of the current frame, None between frames
-        self._frames = 0
-        self._offset = 0  # compressed bytes read
-        self._lines_out = 0  # whole lines decompressed
-        self._lines: list[bytes] = []
-        self._tail = b""
-        self._error: str | None = None
-        self._done = False
-        first = self._next_line()
-        if first is None:
-            raise CorruptObjectError(name, f"no whole header line ({self._error or 'empty'})")
-        header = self._decode(first)
-        if not isinstance(header, Header):
-            raise CorruptObjectError(name, "line 1: expected a header record")
-        self.header: Header = header
-
-    @property
-    def truncated(self) -> bool:
-        return self.error is not None
-
-    @property
-    def error(self) -> str | None:
-        if not self._done:
-            raise CodecError(f"{self.name}: read the object to its end first")
-        return self._error
-
-    def __iter__(self) -> Iterator[DataRecord]:
-        return self
-
-    def __next__(self) -> DataRecord:
-        line = self._next_line()
-        if line is None:
-            raise StopIteration
-        record = self._decode(line)
-        if isinstance(record, Header):
-            raise CorruptObjectError(self.name, f"line {self.line_no}: a second header")
-        return record
-
-    def pairs(
-        self, prove: Prover[P] | None = None
-    ) -> Iterator[tuple[DataRecord, bytes | None, P | None]]:
-        """Each data record with its line (without the newline) when that line is exactly
-        what :func:`encode_record` gives for the record -- a ``msg`` in :func:`encode_msg`'s
-        own layout -- else None: re-encoding is then needed for the others only.
-
-        ``prove``: called with the frame of each such ``msg``; what it returns (not None)
-        vouches that the frame is JSON, which is then not parsed here, and is given back
-        as the third item (e.g. the frame's header read by the same regex).
-        """
-        for part in self.parts(prove):
-            if type(part) is tuple:
-                t, c, frame, line, proof = part
-                yield Msg(t, c, frame), line, proof
-            else:
-                yield part, None, None  # type: ignore[misc]
-
-    def parts(self, prove: Prover[P] | None = None) -> Iterator[DataRecord | OwnMsg[P]]:
-        """Each data record; a ``msg`` in :func:`encode_msg`'s own layout comes as an
-        :data:`OwnMsg` tuple ``(t, c, frame, line, proof)`` instead of a :class:`Msg`, as
-        :meth:`pairs` would give its parts (cheaper: no record object is made)."""
-        while (line := self._next_line()) is not None:
-            self.line_no += 1
-            own = _own_msg(line)
-            if own is None:
-                self.line_no -= 1
-                record = self._decode(line)
-                if isinstance(record, Header):
-                    raise CorruptObjectError(self.name, f"line {self.line_no}: a second header")
-                yield record
-                continue
-            t, c, frame = own
-            proof = prove(frame) if prove is not None else None
-            if proof is None:
-                try:
-                    _loads(frame, "spliced frame")
-                except CodecError as exc:
-                    raise CorruptObjectError(self.name, f"line {self.line_no}: {exc}") from exc
-            yield t, c, frame, None if b"\r" in frame else line, proof
-
-    def _decode(self, line: bytes) -> Record:
-        self.line_no += 1
-        try:
-            return decode_line(line)
-        except CodecError as exc:
-            raise CorruptObjectError(self.name, f"line {self.line_no}: {exc}") from exc
-
-    def _next_line(self) -> bytes | None:
-        while not self._lines:
-            if self._done:
-                return None
-            chunk = self._file.read(self._chunk)
-            if not chunk:
-                self._finish()
-                return None
-            lines = (self._tail + self._inflate(chunk)).split(b"\n")
-            self._offset += len(chunk)
-            self._lines_out += len(lines) - 1
-            self._tail = lines.pop()
-            lines.reverse()
-            self._lines = lines
-        return self._lines.pop()
-
-    def _inflate(self, data: bytes) -> bytes:
-        out = []
-        while data:
-            if self._dobj is None:
-                self._dobj = self._dctx.decompressobj()
-            try:
-                out.append(self._dobj.decompress(data))
-            except zstandard.ZstdError as exc:
-                where = f"compressed bytes {self._offset}..{self._offset + len(data)}"
-                raise CorruptObjectError(
-                    self.name, f"damaged zstd data after line {self._lines_out} ({where}): {exc}"
-                ) from exc
-            if not self._dobj.eof:
-                break
-            data, self._dobj = self._dobj.unused_data, None
-            self._frames += 1
-        return b"".join(out)
-
-    def _finish(self) -> None:
-        self._done = True
-        if self._dobj is None and self._frames == 0:
-            raise CorruptObjectError(self.name, "empty object: no zstd frame")
-        if self._dobj is not None:
-            self._error = "the zstd stream ends inside a frame"
-        elif self._tail:
-            self._error = "the last line has no newline"
-
-
-def iter_object(fileobj: Source, name: str) -> ObjectReader:
-    """Stream an object's records; see ObjectReader."""
-    return ObjectReader(fileobj, name)
-
-
-def read_object_lines(
-    data: bytes, name: str, prove: Prover[P] | None = None
-) -> tuple[ReadResult, list[bytes | None], list[P | None]]:
-    """:func:`read_object`, with each record's line and proof as
-    :meth:`ObjectReader.pairs` gives them."""
-    reader = ObjectReader(io.BytesIO(data), name)
-    triples = list(reader.pairs(prove))
-    records = [record for record, _, _ in triples]
-    lines = [line for _, line, _ in triples]
-    proofs = [proof for _, _, proof in triples]
-    return ReadResult(reader.header, records, reader.truncated, reader.error), lines, proofs
-
-
-def read_object_parts(
-    data: bytes, name: str, prove: Prover[P] | None = None
-) -> tuple[Header, list[DataRecord | OwnMsg[P]], str | None]:
-    """The header, :meth:`ObjectReader.parts` and the truncation error (None: whole)
-    of an object held in memory; raises CorruptObjectError naming ``name``."""
-    reader = ObjectReader(io.BytesIO(data), name)
-    parts = list(reader.parts(prove))
-    return reader.header, parts, reader.error
-
-
-def read_object(data: bytes, name: str) -> ReadResult:
-    """Decode a whole object held in memory; raises CorruptObjectError naming ``name``."""
-    reader = ObjectReader(io.BytesIO(data), name)
-    records = list(reader)
-    return ReadResult(reader.header, records, reader.truncated, reader.error)

@@ -20,7 +20,7 @@ reads from the same frame (``pu`` = ``U`` - 1).
 
 Used where frames are many: the collector on receipt (:func:`spot_depth`), the merger when
 it reads recorded ``msg`` lines back (:func:`spot_depth_header`, given to
-:func:`booktape.codec.read_object_parts` as its prover).
+:func:`booktape.objects.read_object_parts` as its prover).
 """
 
 from __future__ import annotations

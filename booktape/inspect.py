@@ -12,8 +12,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from booktape.codec import encode_header, encode_record, read_object
+from booktape.codec import encode_header, encode_record
 from booktape.errors import ConfigError, CorruptObjectError
+from booktape.objects import read_object
 
 
 async def _fetch(store_url: str, key: str, endpoint: str | None) -> bytes:

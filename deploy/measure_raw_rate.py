@@ -32,7 +32,8 @@ from typing import Any
 import orjson
 import zstandard
 
-from booktape.codec import Msg, Snap, read_object
+from booktape.codec import Msg, Snap
+from booktape.objects import read_object
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = ("hftbacktest/spot/btcusdt_20240808.gz", "hftbacktest/spot/btcusdt_20240809.gz")

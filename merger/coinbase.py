@@ -40,7 +40,7 @@ import orjson
 
 from booktape import __version__
 from booktape.canonical import MANIFEST_FILE
-from booktape.codec import DataRecord, Snap, read_object
+from booktape.codec import DataRecord, Snap
 from booktape.coinbase import PricePoint, is_crossed, parse_book
 from booktape.errors import CorruptObjectError, FrameError, KeyLayoutError
 from booktape.keys import (
@@ -52,6 +52,7 @@ from booktape.keys import (
     raw_prefix,
     status_key,
 )
+from booktape.objects import read_object
 from booktape.stores import Store
 from merger.coinbase_slots import Candidate, Selection, SlotLog, price_of
 from merger.coinbase_write import (

@@ -37,10 +37,11 @@ from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
 from booktape.binance import DepthHeader, Market, decode_snapshot, parse_depth_header
-from booktape.codec import Header, Msg, Snap, encode_read_msg, encode_record, read_object_parts
+from booktape.codec import Header, Msg, Snap, encode_read_msg, encode_record
 from booktape.errors import CorruptObjectError, FrameError, KeyLayoutError
 from booktape.fastframe import spot_depth_header
 from booktape.keys import RawKey, parse_raw_key
+from booktape.objects import read_object_parts
 from booktape.stores import Store
 from merger.model import GapLog, SourceSnapshot, SourceStats, StreamEvent
 

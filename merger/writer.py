@@ -37,7 +37,8 @@ import zstandard
 from booktape.binance import Level, Market, decode_depth
 from booktape.book import OrderBook, Side
 from booktape.canonical import LEVELS_FILE, LEVELS_SCHEMA
-from booktape.codec import Header, RecordWriter, encode_snap
+from booktape.codec import Header, encode_snap
+from booktape.objects import RecordWriter
 from merger.memory import ARROW_POOL, release_free_memory
 from merger.model import BookImage, CanonicalItem, StreamEvent
 

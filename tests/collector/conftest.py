@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import zstandard
 
-from booktape.codec import encode_conn, encode_msg, read_object
+from booktape.codec import encode_conn, encode_msg
 from booktape.keys import parse_raw_key
+from booktape.objects import read_object
 from booktape.stores import Store
 from collector.config import CollectorSettings
 from collector.metrics import Metrics

@@ -14,9 +14,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from booktape.codec import Snap, read_object
+from booktape.codec import Snap
 from booktape.coinbase import parse_l3_book, parse_price
 from booktape.keys import parse_raw_key
+from booktape.objects import read_object
 from collector.coinbase_feed import CoinbaseFeed, CoinbaseTuning
 from collector.config import CollectorSettings
 from collector.grid import GridClock

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from booktape.codec import Header, encode_header, read_object
+from booktape.codec import Header, encode_header
 from booktape.keys import RawKey
+from booktape.objects import read_object
 from booktape.stores import MemoryStore
 from collector.metrics import Metrics
 from collector.pipeline import Pipeline

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from booktape.codec import Msg, read_object
+from booktape.codec import Msg
 from booktape.keys import parse_raw_key
+from booktape.objects import read_object
 from tests.conftest import REPO
 from tests.deploy.dockerfile import Stage, stages
 

@@ -18,8 +18,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from booktape.codec import Msg, read_object
+from booktape.codec import Msg
 from booktape.keys import parse_raw_key
+from booktape.objects import read_object
 from booktape.stores import open_store
 from collector.config import load_settings
 from collector.service import run_collector

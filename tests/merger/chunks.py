@@ -6,9 +6,10 @@ import io
 from collections.abc import Iterable, Iterator, Sequence
 
 from booktape.binance import Market, parse_depth_header
-from booktape.codec import DataRecord, Header, Msg, RecordWriter, Snap
+from booktape.codec import DataRecord, Header, Msg, Snap
 from booktape.errors import FrameError
 from booktape.keys import NS_PER_DAY, RawKey
+from booktape.objects import RecordWriter
 
 LIMIT_PATH = "/api/v3/depth?symbol={symbol}&limit={limit}"
 

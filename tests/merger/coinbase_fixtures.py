@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from booktape.codec import Conn, DataRecord, Header, RecordWriter, Snap
+from booktape.codec import Conn, DataRecord, Header, Snap
 from booktape.keys import RawKey
+from booktape.objects import RecordWriter
 
 MS = 1_000_000
 S = 1_000_000_000

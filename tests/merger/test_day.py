@@ -17,8 +17,9 @@ from pathlib import Path
 import orjson
 
 from booktape.cli import main
-from booktape.codec import Header, RecordWriter
+from booktape.codec import Header
 from booktape.keys import RawKey, canonical_key, canonical_prefix, status_key
+from booktape.objects import RecordWriter
 from booktape.stores import LocalStore, MemoryStore, Store
 from merger.cli import exit_code, write_metrics
 from merger.day import DayResult, SymbolResult, load_and_stitch, merge_day, plan, shard_of

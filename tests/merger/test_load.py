@@ -8,8 +8,9 @@ import os
 import orjson
 
 from booktape.binance import Market
-from booktape.codec import DataRecord, Header, Msg, RecordWriter
+from booktape.codec import DataRecord, Header, Msg
 from booktape.keys import NS_PER_DAY, RawKey, parse_raw_key
+from booktape.objects import RecordWriter
 from booktape.stores import MemoryStore
 from merger.load import Loaded, load_symbol_day
 from merger.model import GapLog, StreamEvent

@@ -15,8 +15,9 @@ import orjson
 import pytest
 
 from booktape.binance import parse_depth_header
-from booktape.codec import Msg, read_object
+from booktape.codec import Msg
 from booktape.keys import canonical_key
+from booktape.objects import read_object
 from booktape.stores import LocalStore
 from collector.config import load_settings
 from collector.service import run_collector

@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import zstandard
 
 from booktape.binance import parse_depth_header
-from booktape.codec import Snap, encode_msg, read_object
+from booktape.codec import Snap, encode_msg
+from booktape.objects import read_object
 from merger.model import BookImage, CanonicalItem, StreamEvent
 from merger.writer import (
     CLOSING_FILE,

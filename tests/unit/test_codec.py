@@ -19,7 +19,6 @@ from booktape.codec import (
     DataRecord,
     Header,
     Msg,
-    RecordWriter,
     Snap,
     decode_line,
     encode_bad,
@@ -28,10 +27,9 @@ from booktape.codec import (
     encode_msg,
     encode_record,
     encode_snap,
-    iter_object,
-    read_object,
 )
 from booktape.errors import CodecError, CorruptObjectError, InvalidNameError
+from booktape.objects import RecordWriter, iter_object, read_object
 
 REAL_FRAME = (
     b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1723161255208,'

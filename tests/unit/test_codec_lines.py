@@ -14,18 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from booktape.binance import parse_depth_header
-from booktape.codec import (
-    Header,
-    Msg,
-    RecordWriter,
-    decode_line,
-    encode_msg,
-    read_object,
-    read_object_lines,
-    read_object_parts,
-)
+from booktape.codec import Header, Msg, decode_line, encode_msg
 from booktape.errors import CodecError, CorruptObjectError
 from booktape.fastframe import spot_depth_header
+from booktape.objects import RecordWriter, read_object, read_object_lines, read_object_parts
 
 HEADER = Header("binance", "depth", "BTCUSDT", "eu", "c1", "host")
 FRAME = b'{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":5,"u":6,"b":[["1.5","2"]],"a":[]}'

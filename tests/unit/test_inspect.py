@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from booktape.cli import main
-from booktape.codec import Header, RecordWriter
+from booktape.codec import Header
+from booktape.objects import RecordWriter
 from booktape.stores import open_store
 
 FRAME = b'{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":5,"u":7,"b":[["1.00","2.0"]],"a":[]}'
