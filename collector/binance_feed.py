@@ -164,7 +164,6 @@ class BinanceFeed:
         )
         self._states: dict[str, _SymbolState] = {}
         self._slots: list[_Slot] = []
-        self._slot_of: dict[str, _Slot] = {}  # symbol -> slot
         self._tasks: asyncio.TaskGroup | None = None
         self._boot = f"{clock_ns() // 1_000_000_000:x}"
         self._seq = 0
@@ -250,14 +249,13 @@ class BinanceFeed:
         for symbol in symbols:
             primary = slot.conn if slot.conn is not None and slot.conn.is_open else None
             self._states[symbol] = _SymbolState(slot, primary)
-            self._slot_of[symbol] = slot
 
     async def _remove(self, symbol: str) -> None:
-        slot = self._slot_of.pop(symbol, None)
-        self._states.pop(symbol, None)
+        state = self._states.pop(symbol, None)
         self.snapshots.forget(symbol)
-        if slot is None:
+        if state is None:
             return
+        slot = state.slot
         slot.symbols.remove(symbol)
         for conn in (slot.conn, slot.successor):
             if conn is not None and symbol in conn.symbols:
