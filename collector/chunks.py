@@ -146,19 +146,11 @@ class ChunkWriter:
         self._headers[stream] = (header, encode_header(header))
 
     def check(self, items: list[Item]) -> None:
-        """:func:`check_item` and :meth:`header` for every item, in one loop (per frame on
-        the hot path): raises CodecError/InvalidNameError for the first bad one."""
+        """:func:`check_item` and :meth:`header` for every item: raises
+        CodecError/InvalidNameError for the first bad one."""
         headers = self._headers
         for item in items:
-            line, t, first, last = item.line, item.recv_ns, item.first_id, item.last_id
-            if (
-                line.find(b"\n") != len(line) - 1
-                or type(t) is not int
-                or not 0 <= t <= MAX_ID
-                or (first is not None and (type(first) is not int or not 0 <= first <= MAX_ID))
-                or (last is not None and (type(last) is not int or not 0 <= last <= MAX_ID))
-            ):
-                check_item(item)  # the same tests: raises, saying which
+            check_item(item)
             if (item.channel, item.symbol) not in headers:
                 self.header(item.channel, item.symbol)  # validates the names (then cached)
 
