@@ -19,7 +19,6 @@ import zstandard
 from booktape.codec import (
     DataRecord,
     Header,
-    Msg,
     Record,
     Scalar,
     decode_line,
@@ -195,28 +194,17 @@ class ObjectReader:
             raise CorruptObjectError(self.name, f"line {self.line_no}: a second header")
         return record
 
-    def pairs(
-        self, prove: Prover[P] | None = None
-    ) -> Iterator[tuple[DataRecord, bytes | None, P | None]]:
-        """Each data record with its line (without the newline) when that line is exactly
-        what :func:`encode_record` gives for the record -- a ``msg`` in :func:`encode_msg`'s
-        own layout -- else None: re-encoding is then needed for the others only.
-
-        ``prove``: called with the frame of each such ``msg``; what it returns (not None)
-        vouches that the frame is JSON, which is then not parsed here, and is given back
-        as the third item (e.g. the frame's header read by the same regex).
-        """
-        for part in self.parts(prove):
-            if type(part) is tuple:
-                t, c, frame, line, proof = part
-                yield Msg(t, c, frame), line, proof
-            else:
-                yield part, None, None  # type: ignore[misc]
-
     def parts(self, prove: Prover[P] | None = None) -> Iterator[DataRecord | OwnMsg[P]]:
         """Each data record; a ``msg`` in :func:`encode_msg`'s own layout comes as an
-        :data:`OwnMsg` tuple ``(t, c, frame, line, proof)`` instead of a :class:`Msg`, as
-        :meth:`pairs` would give its parts (cheaper: no record object is made)."""
+        :data:`OwnMsg` tuple ``(t, c, frame, line, proof)`` instead of a :class:`Msg`
+        (cheaper: no record object is made).
+
+        ``line``: the record's line without its newline, which is exactly what
+        :func:`encode_record` gives for it (None when the frame holds a CR, stored as
+        ``b64`` by the encoder). ``prove``: called with the frame; what it returns (not
+        None) vouches that the frame is JSON, which is then not parsed here, and is given
+        back as ``proof`` (e.g. the frame's header read by the same regex).
+        """
         while (line := self._next_line()) is not None:
             self.line_no += 1
             own = own_msg(line)
@@ -290,19 +278,6 @@ class ObjectReader:
 def iter_object(fileobj: Source, name: str) -> ObjectReader:
     """Stream an object's records; see ObjectReader."""
     return ObjectReader(fileobj, name)
-
-
-def read_object_lines(
-    data: bytes, name: str, prove: Prover[P] | None = None
-) -> tuple[ReadResult, list[bytes | None], list[P | None]]:
-    """:func:`read_object`, with each record's line and proof as
-    :meth:`ObjectReader.pairs` gives them."""
-    reader = ObjectReader(io.BytesIO(data), name)
-    triples = list(reader.pairs(prove))
-    records = [record for record, _, _ in triples]
-    lines = [line for _, line, _ in triples]
-    proofs = [proof for _, _, proof in triples]
-    return ReadResult(reader.header, records, reader.truncated, reader.error), lines, proofs
 
 
 def read_object_parts(

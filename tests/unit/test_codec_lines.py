@@ -13,14 +13,36 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from booktape.binance import parse_depth_header
-from booktape.codec import Header, Msg, decode_line, encode_msg
+from booktape.binance import DepthHeader, parse_depth_header
+from booktape.codec import DataRecord, Header, Msg, decode_line, encode_msg
 from booktape.errors import CodecError, CorruptObjectError
 from booktape.fastframe import spot_depth_header
-from booktape.objects import RecordWriter, read_object, read_object_lines, read_object_parts
+from booktape.objects import Prover, RecordWriter, read_object, read_object_parts
 
 HEADER = Header("binance", "depth", "BTCUSDT", "eu", "c1", "host")
 FRAME = b'{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":5,"u":6,"b":[["1.5","2"]],"a":[]}'
+
+
+def read_lines(
+    data: bytes, prove: Prover[DepthHeader] | None = None
+) -> tuple[list[DataRecord], list[bytes | None], list[DepthHeader | None]]:
+    """Each record of ``data`` (a :class:`Msg` for an own-layout tuple too), its stored
+    line and its proof, from :func:`read_object_parts`."""
+    _, parts, _ = read_object_parts(data, "k", prove)
+    records: list[DataRecord] = []
+    stored: list[bytes | None] = []
+    proofs: list[DepthHeader | None] = []
+    for part in parts:
+        if type(part) is tuple:
+            t, c, frame, line, proof = part
+            records.append(Msg(t, c, frame))
+            stored.append(line)
+            proofs.append(proof)
+        else:
+            records.append(part)  # type: ignore[arg-type]
+            stored.append(None)
+            proofs.append(None)
+    return records, stored, proofs
 
 
 def object_of(lines: list[bytes]) -> bytes:
@@ -51,9 +73,9 @@ def test_stored_lines_come_back_for_msg_records_in_the_encoders_layout() -> None
     lines = [encode_msg(10, "ws1", FRAME), encode_msg(11, "ws2", b'{"id":1,"result":null}')]
     data = object_of(lines)
 
-    result, stored, _ = read_object_lines(data, "k")
+    records, stored, _ = read_lines(data)
 
-    assert result.records == read_object(data, "k").records
+    assert records == read_object(data, "k").records
     assert stored == [line[:-1] for line in lines]
 
 
@@ -69,10 +91,10 @@ def test_stored_lines_come_back_for_msg_records_in_the_encoders_layout() -> None
 def test_other_lines_have_no_stored_line_and_decode_as_before(line: bytes) -> None:
     data = object_of([line])
 
-    result, stored, _ = read_object_lines(data, "k")
+    records, stored, _ = read_lines(data)
 
     assert stored == [None]
-    assert result.records == [decode_line(line)]
+    assert records == [decode_line(line)]
 
 
 @pytest.mark.parametrize(
@@ -91,26 +113,24 @@ def test_bad_msg_lines_are_corrupt_on_both_read_paths(line: bytes, match: str) -
     with pytest.raises(CorruptObjectError, match=f"line 3: .*{match}"):
         read_object(data, "k")
     with pytest.raises(CorruptObjectError, match=f"line 3: .*{match}"):
-        read_object_lines(data, "k")
+        read_object_parts(data, "k")
     with pytest.raises(CorruptObjectError, match=f"line 3: .*{match}"):
-        read_object_lines(data, "k", spot_depth_header)  # the prover vouches for none
-    with pytest.raises(CorruptObjectError, match=f"line 3: .*{match}"):
-        read_object_parts(data, "k", spot_depth_header)
+        read_object_parts(data, "k", spot_depth_header)  # the prover vouches for none
 
 
 def test_a_proven_frame_gives_its_proof_back_and_others_are_still_checked() -> None:
     spot = b'{"stream":"btcusdt@depth","data":' + FRAME + b"}"
     lines = [encode_msg(1, "ws1", spot), encode_msg(2, "ws1", FRAME)]
 
-    result, stored, proofs = read_object_lines(object_of(lines), "k", spot_depth_header)
+    records, stored, proofs = read_lines(object_of(lines), spot_depth_header)
 
-    assert result.records == [Msg(1, "ws1", spot), Msg(2, "ws1", FRAME)]
+    assert records == [Msg(1, "ws1", spot), Msg(2, "ws1", FRAME)]
     assert stored == [line[:-1] for line in lines]
     assert proofs == [parse_depth_header(spot), None]  # a raw /ws frame is not in the layout
     broken = spot.replace(b'"a":[]', b'"a":[],')  # not JSON, nor in the layout
     bad = object_of([lines[0], b'{"k":"msg","t":2,"c":"ws1","m":' + broken + b"}\n"])
     with pytest.raises(CorruptObjectError, match=r"line 3: .*spliced frame is not valid JSON"):
-        read_object_lines(bad, "k", spot_depth_header)
+        read_object_parts(bad, "k", spot_depth_header)
 
 
 def test_parts_give_own_layout_msgs_as_tuples_and_other_records_as_records() -> None:
