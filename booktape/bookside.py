@@ -116,12 +116,18 @@ class BookSide:
         """Switch to Decimal keys (a price a float cannot hold exactly was seen)."""
         self._exact = True
         self._cache.clear()
-        sign = self._sign
+        stored = self._stored_key
         self._levels = {
-            (d if sign > 0 else d.copy_negate()): (text, qty)
-            for text, qty in self._levels.values()
-            for d in (Decimal(text),)
+            stored(self.key_of(Decimal(text))): (text, qty) for text, qty in self._levels.values()
         }
+        self._order()
+
+    def _stored_key(self, key: Key) -> Key:
+        """How a key is held in ``_levels`` (here: as it is)."""
+        return key
+
+    def _order(self) -> None:
+        """Rebuild the order of ``_levels`` after its keys changed."""
         self._keys = sorted(self._levels)
 
     def set(self, price: str, qty: str) -> None:
@@ -214,16 +220,10 @@ class LazySide(BookSide):
         self._levels.clear()
         self._heap.clear()
 
-    def _to_exact(self) -> None:
-        """Switch to Decimal keys (a price a float cannot hold exactly was seen)."""
-        self._exact = True
-        self._cache.clear()
-        sign = self._sign
-        self._levels = {
-            (d.copy_negate() if sign > 0 else d): (text, qty)
-            for text, qty in self._levels.values()
-            for d in (Decimal(text),)
-        }
+    def _stored_key(self, key: Key) -> Key:
+        return _neg(key)
+
+    def _order(self) -> None:
         self._heap = sorted(self._levels)
 
     def update(self, levels: Iterable[Level]) -> None:
