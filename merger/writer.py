@@ -230,8 +230,7 @@ class _LevelRows:
         }
         table = pa.Table.from_arrays([arrays[name] for name in _COLUMNS], schema=LEVELS_SCHEMA)
         self._writer.write_table(table, row_group_size=BATCH_ROWS * 2)
-        self._groups = []
-        self._levels = []
+        self._groups = []  # (the level strings went with self._parse() above)
         self._pending = 0
         del table, arrays, prices, qtys
         release_free_memory()  # what the batch freed: back to the OS, so RSS stays flat
