@@ -11,8 +11,9 @@ Layout under ``spool_dir``::
 
 Open files are appended with ``os.write`` on an ``O_APPEND`` descriptor: what was written
 survives a ``kill -9`` (the page cache outlives the process). Sealing compresses the whole
-lines of an open file into one zstd frame with a content checksum, writes ``.tmp``, fsyncs,
-renames, fsyncs the directory, then unlinks the open file. A crash at any step leaves the
+lines of an open file into one zstd frame with a content checksum, writes ``.tmp``, makes it
+durable, renames it, makes the rename durable, then unlinks the open file (for a batch of
+chunks at once: :meth:`Spool.seal_many`). A crash at any step leaves the
 open file (sealed again at the next start, to the same key and the same bytes), the sealed
 file, or both; never neither. A sealed file is deleted only after a verified upload.
 
@@ -31,7 +32,7 @@ import errno
 import hashlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, ParamSpec, TypeVar
@@ -41,6 +42,7 @@ import zstandard
 from booktape.errors import KeyLayoutError
 from booktape.keys import RawKey, parse_raw_key
 from booktape.stores.base import fsync_dir
+from collector.syncfs import sync_filesystem
 
 OPEN: Final = "open"
 SEALED: Final = "sealed"
@@ -73,6 +75,26 @@ class SealedChunk:
     path: Path
     size: int  # compressed bytes on disk
     md5: str | None  # hex MD5 of the file; None until computed
+
+
+@dataclass(frozen=True, slots=True)
+class SealJob:
+    """An open file to seal: its first ``length`` bytes (whole lines) into ``key``."""
+
+    open_path: Path
+    length: int
+    key: RawKey
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """A job of :meth:`Spool.seal_many` compressed into its temp file (open, not synced)."""
+
+    index: int
+    fd: int
+    tmp: Path
+    open_size: int
+    chunk: SealedChunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,41 +221,116 @@ class Spool:
         return self.sealed_dir / key.key
 
     def seal(self, open_path: Path, length: int, key: RawKey) -> SealedChunk:
-        """Compress the first ``length`` bytes (whole lines) of ``open_path`` into ``key``.
+        """Compress the first ``length`` bytes (whole lines) of ``open_path`` into ``key``
+        (:meth:`seal_many` of one). Raises OSError (e.g. ENOSPC) with the open file untouched."""
+        (result,) = self.seal_many([SealJob(open_path, length, key)])
+        if isinstance(result, OSError):
+            raise result
+        return result
 
-        Writes ``<key>.tmp``, fsyncs it, renames it to ``<key>``, fsyncs the folder, then
-        unlinks the open file. Raises OSError (e.g. ENOSPC) with the open file untouched.
+    def seal_many(self, jobs: Sequence[SealJob]) -> list[SealedChunk | OSError]:
+        """Seal several open files with one durability barrier for all (group commit).
+
+        Each job's whole lines are compressed into ``<key>.tmp``. Then one sync makes every
+        temp file durable (:func:`~collector.syncfs.sync_filesystem`: one ``syncfs`` on
+        Linux, else an fsync each), they are renamed to ``<key>``, a second sync makes the
+        renames durable (else an fsync of each folder), and only then are the open files
+        unlinked. At the minute's turn ~1,500 chunks are sealed at once: two fsyncs each
+        cost more CPU than their compression.
+
+        Returns, in order, each job's sealed chunk or the OSError that stopped it: a failed
+        compression (ENOSPC...) fails that job alone; a failed sync fails every job that
+        reached it. A failed job's open file is untouched (a sync failing after the
+        renames leaves the sealed files too: a retry writes them again, and a restart
+        finds the open file equal to its sealed twin and drops it).
         """
-        final = self.sealed_path(key)
+        results: list[SealedChunk | OSError] = []
+        written: list[_Written] = []
+        try:
+            for job in jobs:
+                try:
+                    written.append(self._compress(job, len(results)))
+                except OSError as exc:
+                    results.append(exc)
+                    continue
+                results.append(written[-1].chunk)
+            try:
+                self._sync([w.fd for w in written], [])
+            except OSError as exc:
+                for w in written:
+                    results[w.index] = exc
+                    with contextlib.suppress(FileNotFoundError):
+                        w.tmp.unlink()
+                return results
+        finally:
+            for w in written:
+                os.close(w.fd)
+        renamed = []
+        for w in written:
+            try:
+                os.replace(w.tmp, w.chunk.path)
+            except OSError as exc:
+                results[w.index] = exc
+                with contextlib.suppress(FileNotFoundError):
+                    w.tmp.unlink()
+                continue
+            renamed.append(w)
+        try:
+            self._sync([], sorted({w.chunk.path.parent for w in renamed}))
+        except OSError as exc:
+            for w in renamed:
+                results[w.index] = exc
+            return results
+        for w in renamed:
+            with contextlib.suppress(FileNotFoundError):
+                jobs[w.index].open_path.unlink()
+            self.usage.sealed(w.open_size, w.chunk.size)
+        return results
+
+    def _compress(self, job: SealJob, index: int) -> _Written:
+        """Write ``job``'s temp file (not yet synced); its descriptor stays open."""
+        final = self.sealed_path(job.key)
         tmp = final.with_name(final.name + TMP_SUFFIX)
         md5 = hashlib.md5(usedforsecurity=False)
         size = 0
         out = self._create_tmp(tmp)
         try:
-            zobj = self._compressor().compressobj(size=length)
-            with open(open_path, "rb") as src:
+            zobj = self._compressor().compressobj(size=job.length)
+            with open(job.open_path, "rb") as src:
                 open_size = os.fstat(src.fileno()).st_size
-                left = length
+                left = job.length
                 while left > 0:
                     piece = src.read(min(READ_CHUNK, left))
                     if not piece:
-                        raise OSError(errno.EIO, "open file shorter than written", str(open_path))
+                        raise OSError(
+                            errno.EIO, "open file shorter than written", str(job.open_path)
+                        )
                     left -= len(piece)
                     size += _write_all(out, zobj.compress(piece), md5.update)
             size += _write_all(out, zobj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH), md5.update)
-            os.fsync(out)
         except BaseException:
             os.close(out)
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
-        os.close(out)
-        os.replace(tmp, final)
-        fsync_dir(final.parent)
-        with contextlib.suppress(FileNotFoundError):
-            open_path.unlink()
-        self.usage.sealed(open_size, size)
-        return SealedChunk(key, final, size, md5.hexdigest())
+        chunk = SealedChunk(job.key, final, size, md5.hexdigest())
+        return _Written(index, out, tmp, open_size, chunk)
+
+    def _sync(self, fds: list[int], folders: list[Path]) -> None:
+        """Make the files ``fds`` and the entries of ``folders`` durable: one ``syncfs``
+        of the spool's filesystem where there is one, else an fsync of each."""
+        if not fds and not folders:
+            return
+        root = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if sync_filesystem(root):
+                return
+        finally:
+            os.close(root)
+        for fd in fds:
+            os.fsync(fd)
+        for folder in folders:
+            fsync_dir(folder)
 
     def _compressor(self) -> zstandard.ZstdCompressor:
         """This thread's compressor, reused from seal to seal (a new one per seal allocates
@@ -245,13 +342,14 @@ class Spool:
         return compressor
 
     def _create_tmp(self, tmp: Path) -> int:
+        """Create a seal's temp file; its folder is made when missing (the symbol's first
+        chunk of the day; the uploader may prune an emptied folder meanwhile)."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        for _ in range(3):  # the uploader may prune an emptied folder meanwhile
-            tmp.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
             try:
                 return os.open(tmp, flags, 0o644)
             except FileNotFoundError:
-                continue
+                tmp.parent.mkdir(parents=True, exist_ok=True)
         return os.open(tmp, flags, 0o644)
 
     # --- sealed files ----------------------------------------------------------------

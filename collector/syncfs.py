@@ -1,7 +1,13 @@
-"""Making the spool's open files durable: one ``syncfs(2)`` per filesystem, else fsyncs.
+"""Making many files durable at once: one ``syncfs(2)`` per filesystem, else fsyncs.
 
-The spool writer hands duplicated descriptors (:meth:`collector.chunks.ChunkWriter.dup_unsynced`)
-to :func:`sync_and_close` in a worker thread every ``fsync_interval_s``.
+On ext4 every fsync is a journal commit and a disk cache flush; one ``syncfs`` makes
+everything written to the filesystem durable in one go (group commit). Used by:
+
+- the spool writer, for its open files: it hands duplicated descriptors
+  (:meth:`collector.chunks.ChunkWriter.dup_unsynced`) to :func:`sync_and_close` in a worker
+  thread every ``fsync_interval_s``;
+- the sealer (:meth:`collector.spool.Spool.seal_many`), before and after the renames of a
+  batch of sealed chunks: :func:`sync_filesystem`.
 """
 
 from __future__ import annotations
@@ -42,6 +48,16 @@ def sync_and_close(fds: list[int]) -> None:
     a journal commit and a disk cache flush). Elsewhere: :func:`fsync_and_close`.
     """
     _close_after(fds, os.fsync if _SYNCFS is None else _syncfs)
+
+
+def sync_filesystem(fd: int) -> bool:
+    """Make everything written so far to the filesystem of ``fd`` durable: file data,
+    sizes, creations and renames (blocking). False without ``syncfs(2)`` (not Linux): the
+    caller fsyncs each file and folder itself. Raises OSError when the sync fails."""
+    if _SYNCFS is None:
+        return False
+    _syncfs(fd)
+    return True
 
 
 def fsync_and_close(fds: list[int]) -> None:
