@@ -18,6 +18,7 @@ from collector.pipeline import SEAL_BATCH, Pipeline
 from collector.spool import SealedChunk, SealJob, Spool, sealed_content_equals
 from tests.collector.conftest import (
     FAST,
+    SEC,
     T0,
     depth_item,
     numbered_items,
@@ -192,7 +193,9 @@ async def test_the_sealer_seals_a_burst_in_batches_and_retries_a_failed_chunk(
     store = MemoryStore()
     spool = RecordingSpool(tmp_path)
     items = list(numbered_items(2 * len(symbols), symbols=symbols))
-    pipeline = Pipeline(settings, store, metrics, options=FAST, spool=spool)
+    # A clock inside the items' minute: no chunk is cut before the shutdown cuts them all.
+    clock = lambda: T0 + SEC  # noqa: E731
+    pipeline = Pipeline(settings, store, metrics, options=FAST, spool=spool, clock_ns=clock)
     async with running(pipeline):
         for item in items:
             await pipeline.put(item)
