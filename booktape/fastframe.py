@@ -12,8 +12,8 @@ matches, in full, the one layout Binance sends on a combined spot stream:
 Every string is printable ASCII without ``"`` or ``\\`` (prices and quantities: digits and
 ``.`` only), every number an integer without a leading zero, no whitespace: each piece is a
 JSON token, so whatever matches is JSON, and has no line break. Anything else -- another
-layout, spaces, escapes, futures fields, ``U > u`` -- gives None and the caller takes the
-general path (:func:`booktape.binance.classify_frame`,
+layout, spaces, escapes, futures fields, ``U > u``, an id over 2^63-1 -- gives None and the
+caller takes the general path (:func:`booktape.binance.classify_frame`,
 :func:`~booktape.binance.parse_depth_header` and :func:`booktape.codec.encode_msg`, which
 validates with orjson). What it reads is what :func:`~booktape.binance.parse_depth_header`
 reads from the same frame (``pu`` = ``U`` - 1).
@@ -29,6 +29,7 @@ import re
 from typing import Final
 
 from booktape.binance import DepthHeader
+from booktape.keys import MAX_ID
 
 _STR: Final = rb"([ !#-\[\]-~]*+)"  # a JSON string body: printable ASCII, no quote, no backslash
 _INT: Final = rb"(0|[1-9][0-9]*+)"  # a JSON non-negative integer
@@ -49,8 +50,8 @@ def _fields(frame: bytes) -> tuple[bytes, int, bytes, int, int] | None:
         return None
     stream, event_time, symbol, first_text, last_text = match.groups()
     first, last = int(first_text), int(last_text)
-    if first > last:
-        return None  # parse_depth_header refuses it: the general path records why
+    if first > last or last > MAX_ID:
+        return None  # refused further on (parse_depth_header, the chunk key): the general path
     return stream, int(event_time), symbol, first, last
 
 

@@ -135,6 +135,9 @@ class FeedConnection:
     ) -> None:
         self.id = conn_id
         self.symbols: list[str] = list(dict.fromkeys(symbols))
+        # Symbols whose stream names were validated (open and subscribe records put): the
+        # fast path's items need no per-item check (see _records).
+        self._subscribed = set(self.symbols)
         self.tracks: dict[str, StreamTrack] = {}
         self.opened_ns: int | None = None
         self.ended = asyncio.Event()
@@ -277,30 +280,45 @@ class FeedConnection:
             recv_ns = self._clock_ns()
             self.last_frame_ns = recv_ns
             self.frames += len(frames)
-            await sink.put_many(self._records(frames, binary, recv_ns))
+            items, checked = self._records(frames, binary, recv_ns)
+            await sink.put_many(items, checked=checked)
 
-    def _records(self, frames: list[bytes], binary: list[int], recv_ns: int) -> list[Item]:
-        """The items of one batch of messages, all received at ``recv_ns``, in order.
+    def _records(
+        self, frames: list[bytes], binary: list[int], recv_ns: int
+    ) -> tuple[list[Item], bool]:
+        """The items of one batch of messages, all received at ``recv_ns``, in order, and
+        whether they hold what the sink's per-item check checks by construction.
 
         The fast path (a spot depth frame in Binance's layout) is written out here rather
-        than through :meth:`_depth`: it is the per-frame cost of the whole collector.
+        than through :meth:`_depth`: it is the per-frame cost of the whole collector. Its
+        items need no check in the sink: the line is ``msg_prefix`` + a frame proven to be
+        JSON without a line break + ``}\n``, the ids are proven in range, the receive time
+        is checked once (by ``msg_prefix``), and the symbol is one this connection
+        subscribed to (its names passed the sink's check with its ``open`` or
+        ``subscribe`` record). A batch with any other item is checked as usual.
         """
         items: list[Item] = []
         append = items.append
         prefix = msg_prefix(recv_ns, self.id)
         tracks = self.tracks
+        subscribed = self._subscribed
         on_depth = self._listener.on_depth
         self._newest_event_ms = newest = -1
+        checked = True  # the receive time: msg_prefix above refuses one out of range
         if self._opt.market is not Market.SPOT or binary:
+            checked = False
             for index, frame in enumerate(frames):
                 self._general(frame, recv_ns, index in binary, items)
         else:
             for frame in frames:
                 fast = spot_depth(frame)
                 if fast is None:
+                    checked = False
                     self._general(frame, recv_ns, False, items)
                     continue
                 symbol, first, last, event_time = fast
+                if symbol not in subscribed:
+                    checked = False
                 track = tracks.get(symbol)
                 if track is None or track.last_id != first - 1:  # None != any id
                     self._new_run(symbol, first, first - 1, last, recv_ns=recv_ns, items=items)
@@ -320,7 +338,7 @@ class FeedConnection:
             self._listener.on_frames(self, recv_ns, newest)
         if recv_ns >= self._metrics_due_ns:
             self._flush_metrics(recv_ns)
-        return items
+        return items, checked
 
     def _general(self, frame: bytes, recv_ns: int, binary: bool, items: list[Item]) -> None:
         """Any frame the fast path does not take: futures, replies, bad frames..."""
@@ -496,6 +514,7 @@ class FeedConnection:
             stream = depth_stream(symbol, self._opt.depth_speed_ms)
             info = {"stream": stream, "id": request_id, "streams": len(self.symbols)}
             await self._put(symbol, encode_conn(now, self.id, "subscribe", info), now)
+        self._subscribed.update(symbols)  # their names passed the sink's check just now
         log.info("subscribed", extra=self._fields(symbols=symbols))
 
     async def unsubscribe(self, symbols: list[str], reason: str) -> None:
@@ -509,6 +528,7 @@ class FeedConnection:
         self._flush_metrics()  # the counts of the symbols whose tracks go
         for symbol in symbols:
             self.symbols.remove(symbol)
+            self._subscribed.discard(symbol)
             self.tracks.pop(symbol, None)
         now = self._clock_ns()
         for symbol in symbols:

@@ -30,5 +30,10 @@ class RecordSink(Protocol):
 
     async def put(self, item: Item) -> None: ...
 
-    async def put_many(self, items: list[Item]) -> None:
-        """Put ``items`` in order (one wait for a whole batch of frames)."""
+    async def put_many(self, items: list[Item], *, checked: bool = False) -> None:
+        """Put ``items`` in order (one wait for a whole batch of frames).
+
+        ``checked``: the caller vouches that every item holds what
+        :func:`collector.chunks.check_item` checks (one line ending with its only newline,
+        receive time and ids in range) and names a stream whose names are valid, so the
+        sink need not check them again (the connection's fast path, per frame)."""

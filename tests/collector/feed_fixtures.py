@@ -18,7 +18,9 @@ import aiohttp
 
 from booktape.binance import DepthHeader, FrameKind, classify_frame, parse_depth_header
 from booktape.codec import Bad, Conn, DataRecord, Header, Msg, Snap, decode_line
+from booktape.keys import validate_name
 from collector.binance_feed import BinanceFeed, FeedTuning
+from collector.chunks import check_item
 from collector.config import CollectorSettings
 from collector.metrics import Metrics
 from collector.snapshots import SnapshotTimers
@@ -28,15 +30,24 @@ from simulator.config import SimConfig
 
 
 class ListSink:
-    """A RecordSink that keeps every item in memory, in order."""
+    """A RecordSink that keeps every item in memory, in order. It checks every item the
+    way the pipeline does, also those a caller vouches for (``checked=True``): a feed
+    that vouches wrongly fails its tests."""
 
     def __init__(self) -> None:
         self.items: list[Item] = []
+        self.vouched = 0  # items put with checked=True
 
     async def put(self, item: Item) -> None:
+        check_item(item)
         self.items.append(item)
 
-    async def put_many(self, items: list[Item]) -> None:
+    async def put_many(self, items: list[Item], *, checked: bool = False) -> None:
+        for item in items:
+            check_item(item)
+            validate_name("symbol", item.symbol)
+        if checked:
+            self.vouched += len(items)
         self.items.extend(items)
 
     def records(self, symbol: str | None = None) -> list[DataRecord]:

@@ -22,13 +22,14 @@ from booktape.codec import Conn, decode_line, encode_bad, encode_header, encode_
 from booktape.errors import CodecError, InvalidNameError
 from booktape.keys import MAX_ID, NS_PER_DAY
 from booktape.stores import MemoryStore
-from collector.chunks import ChunkWriter, OpenChunk
+from collector.chunks import ChunkWriter, OpenChunk, check_item
 from collector.connection import ConnectionOptions, FeedConnection
 from collector.metrics import Metrics
 from collector.pipeline import Pipeline
 from collector.spool import Spool
 from collector.types import Item
 from tests.collector.conftest import FAST, SEC, T0, conn_item, depth_frame, pipeline_settings
+from tests.collector.feed_fixtures import ListSink
 
 MS = 1_000_000
 RECV = T0 + 5 * SEC
@@ -90,8 +91,13 @@ def test_a_batch_gives_the_general_encoders_records_and_one_break(binary_at: int
     listener = Recorder()
     conn = connection(listener)
 
-    items = conn._records(frames, binary, RECV)
+    items, checked = conn._records(frames, binary, RECV)
 
+    # The fast path vouches for its items only when every item is one of its own (and the
+    # vouching is true: each passes the sink's check).
+    assert checked is (binary_at is None)
+    for one in items:
+        check_item(one)
     depth = [f for n, f in enumerate(frames) if n not in binary]
     expected = [encode_msg(RECV, "c9", f) for f in depth]
     got = [i.line for i in items if i.first_id is not None]
@@ -134,10 +140,32 @@ def test_a_batch_without_depth_events_tells_the_feed_nothing() -> None:
     listener = Recorder()
     conn = connection(listener)
 
-    items = conn._records([b'{"result":null,"id":1}'], [], RECV)
+    items, checked = conn._records([b'{"result":null,"id":1}'], [], RECV)
 
     assert sorted(i.symbol for i in items) == ["BTCUSDT", "ETHUSDT"]  # a reply: every symbol
     assert listener.depth == listener.batches == []
+    assert not checked  # not the fast path's own items: the sink checks them
+
+
+async def test_the_fast_path_vouches_only_for_symbols_it_subscribed_to() -> None:
+    sink = ListSink()
+    conn = connection(Recorder(), sink)
+    ours = depth_frame("BTCUSDT", 1, 10)
+    foreign = depth_frame("XRPUSDT", 1, 10)  # a stream this connection did not ask for
+    too_big = depth_frame("BTCUSDT", 11, 20).replace(b'"u":20', b'"u":%d' % (MAX_ID + 1))
+
+    assert conn._records([ours], [], RECV)[1]
+    items, checked = conn._records([foreign], [], RECV)
+    assert not checked
+    assert [(i.symbol, i.first_id) for i in items] == [("XRPUSDT", 1)]  # still recorded
+    items, checked = conn._records([too_big], [], RECV)
+    assert not checked  # an id out of range leaves the fast path; the sink refuses it
+    with pytest.raises(CodecError, match="receive time"):
+        conn._records([ours], [], MAX_ID + 1)  # refused once for the whole batch
+
+    await conn.unsubscribe(["BTCUSDT"], "delisted")  # not open: no request, just forgotten
+    assert [c.ev for c in sink.conns("BTCUSDT")] == ["close"]
+    assert conn._records([depth_frame("BTCUSDT", 11, 20)], [], RECV)[1] is False
 
 
 def make_writer(tmp_path: Path, max_bytes: int = 1 << 20) -> ChunkWriter:

@@ -108,6 +108,9 @@ def test_whatever_the_fast_path_accepts_is_json_with_those_fields(frames: list[b
         b'"b":[],"a":[]}}',
         # U > u: refused by parse_depth_header, so the general path records why
         b'{"stream":"x@depth","data":{"e":"depthUpdate","E":1,"s":"X","U":7,"u":6,"b":[],"a":[]}}',
+        # an id past 2**63-1: no chunk key can hold it (the collector's sink refuses it)
+        b'{"stream":"x@depth","data":{"e":"depthUpdate","E":1,"s":"X","U":5,'
+        b'"u":9223372036854775808,"b":[],"a":[]}}',
         # the event type past the first 200 bytes: classify_frame does not see a depth event
         b'{"stream":"' + b"x" * 200 + b'","data":{"e":"depthUpdate","E":1,"s":"X","U":5,'
         b'"u":6,"b":[],"a":[]}}',
