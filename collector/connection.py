@@ -26,7 +26,7 @@ What goes where:
 
 Per-symbol frame metrics (frames, bytes, last id, last frame time) are brought up to date
 every ``METRICS_EVERY_NS`` (1 s) while frames flow and when the connection ends, not per
-frame (at 250 ms the updates cost 5 % of a core for 1,500 symbols).
+frame (:mod:`collector.streamtrack`).
 
 Staleness: the connection is replaced when nothing arrived from the server -- no frame and
 no ping, no byte at all -- for ``stale_after_s`` while the reader was waiting for the
@@ -40,7 +40,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
 from websockets.asyncio.client import connect
@@ -60,6 +60,7 @@ from booktape.codec import encode_bad, encode_conn, encode_msg, msg_prefix
 from booktape.errors import FrameError
 from booktape.fastframe import spot_depth
 from collector.metrics import Metrics
+from collector.streamtrack import METRICS_EVERY_NS, StreamTrack, TrackMetrics
 from collector.types import Item, RecordSink
 from collector.wsreader import BatchConnection
 
@@ -67,24 +68,8 @@ log = logging.getLogger("collector.connection")
 
 _BAD = b'{"k":"bad"'  # how encode_msg starts a record for a frame that is not JSON
 
-#: How often the per-symbol frame metrics are brought up to date while frames flow.
-METRICS_EVERY_NS = 1_000_000_000
-
 #: Time between two requests we send (SUBSCRIBE...): under 5 incoming messages a second.
 REQUEST_SPACING_S = 0.25
-
-
-@dataclass(slots=True)
-class StreamTrack:
-    """One symbol on one connection: where its continuous run starts and ends, and its
-    frame counts not yet handed to the metrics (one object a symbol: one lookup a frame)."""
-
-    last_id: int | None = None  # u of the last event
-    run_first_prev: int | None = None  # previous id of the first event of the current run
-    run_events: int = 0  # events in the current run
-    frames: int = 0  # depth frames since the last metrics update
-    frame_bytes: int = 0  # their bytes
-    last_recv_ns: int = 0  # receive time of the last depth frame
 
 
 class Listener(Protocol):
@@ -157,7 +142,7 @@ class FeedConnection:
         self._request_id = 0
         self._last_request = 0.0
         self._request_lock = asyncio.Lock()
-        self._children: dict[str, tuple[Any, Any, Any, Any]] = {}
+        self._track_metrics = TrackMetrics(metrics)
         self._metrics_due_ns = 0
         self._newest_event_ms = -1  # of the batch being read (general path)
 
@@ -411,29 +396,11 @@ class FeedConnection:
         self._listener.on_depth(self, symbol, prev)
 
     def _flush_metrics(self, now_ns: int | None = None) -> None:
-        """Hand the per-symbol counts to the metrics: at most every METRICS_EVERY_NS on the
-        hot path (a lock and four calls per frame cost more than the rest of the frame's
-        bookkeeping), and when the connection ends."""
+        """Hand the per-symbol counts to the metrics (:class:`TrackMetrics`): at most every
+        METRICS_EVERY_NS on the hot path, and when the connection ends."""
         if now_ns is not None:
             self._metrics_due_ns = now_ns + METRICS_EVERY_NS
-        m = self._metrics
-        for symbol, track in self.tracks.items():
-            if not track.frames:
-                continue
-            children = self._children.get(symbol)
-            if children is None:
-                children = self._children[symbol] = (
-                    m.frames.labels(symbol),
-                    m.frame_bytes.labels(symbol),
-                    m.last_update_id.labels(symbol),
-                    m.last_frame.labels(symbol),
-                )
-            frames, frame_bytes, last_id, last_frame = children
-            frames.inc(track.frames)
-            frame_bytes.inc(track.frame_bytes)
-            last_id.set(track.last_id or 0)
-            last_frame.set(track.last_recv_ns / 1e9)
-            track.frames = track.frame_bytes = 0
+        self._track_metrics.flush(self.tracks)
 
     def _other(
         self,
