@@ -431,11 +431,11 @@ class Pipeline:
         while jobs:
             results = await in_thread(self.spool.seal_many, [job for _, job in jobs])
             failed: list[tuple[OpenChunk, SealJob]] = []
+            first_error: dict[str, object] = {}
             for (chunk, job), result in zip(jobs, results, strict=True):
                 if isinstance(result, OSError):
-                    if not failed:
-                        error = {"key": job.key.key, "error": str(result), "chunks": 1}
                     failed.append((chunk, job))
+                    first_error = first_error or {"key": job.key.key, "error": str(result)}
                     continue
                 self.metrics.chunks_sealed.inc()
                 log.debug(
@@ -446,8 +446,8 @@ class Pipeline:
                 self._uploader.add(result)
             jobs = failed
             if failed:
-                error["chunks"] = len(failed)
-                self._log_error("seal", "sealing a chunk failed, retrying", error)
+                extra = {**first_error, "chunks": len(failed)}
+                self._log_error("seal", "sealing a chunk failed, retrying", extra)
                 await asyncio.sleep(self.options.seal_retry_s)
         self._errors_logged.pop("seal", None)
         self._refresh()
