@@ -50,6 +50,7 @@ __all__ = [
     "ChunkContent",
     "ChunkReader",
     "Loaded",
+    "ProvenFrames",
     "SourceTracker",
     "header_mismatch",
     "load_symbol_day",
@@ -161,14 +162,46 @@ def _snapshot_symbol_ok(request: str, symbol: str) -> bool:
     return not values or values[0].upper() == symbol
 
 
+class ProvenFrames:
+    """:func:`~booktape.fastframe.spot_depth_header` that remembers the frames it proved.
+
+    The redundant sources of a symbol-day hold the same exchange frames, byte for byte, and
+    the feed reads their chunks of the same minute one after the other: a frame proven in
+    the chunk read just before needs no second regex proof (~4 µs for BTCUSDT's 1.6 kB
+    frames), only its hash and one comparison of its bytes (the frame is the dict key:
+    equal bytes, or no hit). The header read with the proof comes back with it; it is
+    immutable and depends on the frame's bytes alone.
+
+    Bounded: it holds the frames of the chunk being read and of the one read before
+    (:meth:`next_chunk` starts a chunk), which the feed holds anyway at that point.
+    """
+
+    def __init__(self) -> None:
+        self._now: dict[bytes, DepthHeader] = {}  # this chunk's frames
+        self._before: dict[bytes, DepthHeader] = {}  # the previous chunk's
+
+    def next_chunk(self) -> None:
+        self._before, self._now = self._now, {}
+
+    def __call__(self, frame: bytes) -> DepthHeader | None:
+        header = self._before.get(frame)
+        if header is None:
+            header = spot_depth_header(frame)
+            if header is None:
+                return None  # not proven here: the reader judges it with orjson
+        self._now[frame] = header
+        return header
+
+
 class ChunkReader:
     """Decodes the chunks of one symbol-day, one at a time; remembers only what dedupe needs."""
 
     def __init__(self, market: Market, log: GapLog) -> None:
         self.market = market
         self.log = log
-        # spot frames in Binance's own layout: JSON proof and header in one regex
-        self._prove = None if market.is_futures else spot_depth_header
+        # spot frames in Binance's own layout: JSON proof and header in one regex, once for
+        # the copies of a frame that the sources share
+        self._prove = None if market.is_futures else ProvenFrames()
         self.sources: dict[str, SourceTracker] = {}
         self._last_u: dict[str, int] = {}  # stream -> last u taken
         self._names: dict[tuple[str, str], str] = {}  # (source, connection) -> stream name
@@ -181,6 +214,8 @@ class ChunkReader:
         if digest in self._digests:
             return content  # the same bytes under another key: read once
         self._digests.add(digest)
+        if self._prove is not None:
+            self._prove.next_chunk()
         try:
             header, parts, truncated = read_object_parts(data, key, self._prove)
         except CorruptObjectError as exc:

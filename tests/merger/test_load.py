@@ -6,13 +6,18 @@ import io
 import os
 
 import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from booktape.binance import Market
+import merger.load
+from booktape.binance import DepthHeader, Market, parse_depth_header
 from booktape.codec import DataRecord, Header, Msg
+from booktape.fastframe import spot_depth_header
 from booktape.keys import NS_PER_DAY, RawKey, parse_raw_key
 from booktape.objects import RecordWriter
 from booktape.stores import MemoryStore
-from merger.load import Loaded, load_symbol_day
+from merger.load import Loaded, ProvenFrames, load_symbol_day
 from merger.model import GapLog, StreamEvent
 from merger.stitch import stitch
 from tests.merger.chunks import chunk, snap
@@ -208,3 +213,116 @@ async def test_holes_between_connections_count_as_the_sources_own_gaps() -> None
     assert sorted(loaded.streams) == ["eu.c1/c-1", "eu.c1/c-2", "eu.c1/c-3"]
     assert log.sources["eu.c1"].gaps == 1  # 111..114; the c-2/c-3 overlap is no gap
     assert log.sources["eu.c1"].last_update_id == 125
+
+
+# --- ProvenFrames: the regex proof made once for the copies the sources share ---------------
+
+
+def combined(first: int, last: int, bids: str = '["100.5","1"]') -> bytes:
+    """A frame in Binance's own combined layout (the one the regex proves)."""
+    return (
+        b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"BTCUSDT",'
+        b'"U":%d,"u":%d,"b":[%s],"a":[["200.5","2"]]}}' % (first, last, bids.encode())
+    )
+
+
+def counted_proofs(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The frames merger.load hands to the regex proof, in order."""
+    proved: list[bytes] = []
+
+    def proof(frame: bytes) -> DepthHeader | None:
+        proved.append(frame)
+        return spot_depth_header(frame)
+
+    monkeypatch.setattr(merger.load, "spot_depth_header", proof)
+    return proved
+
+
+def test_a_frame_proven_in_the_chunk_before_is_not_proven_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proved = counted_proofs(monkeypatch)
+    proofs = ProvenFrames()
+    frame = combined(101, 105)
+    proofs.next_chunk()
+    first = proofs(frame)
+    proofs.next_chunk()
+    again = proofs(bytes(bytearray(frame)))  # the same bytes in another object (another source)
+    assert first is not None
+    assert again == first == spot_depth_header(frame)
+    assert proved == [frame]
+    # the same ids with other levels: other bytes, proven on their own
+    other = combined(101, 105, '["100.5","9"]')
+    assert proofs(other) == spot_depth_header(other)
+    assert proved == [frame, other]
+
+
+def test_proven_frames_hold_two_chunks_at_most(monkeypatch: pytest.MonkeyPatch) -> None:
+    proved = counted_proofs(monkeypatch)
+    proofs = ProvenFrames()
+    frame = combined(7, 7)
+    proofs.next_chunk()
+    proofs(frame)
+    proofs.next_chunk()
+    proofs(frame)  # seen in the chunk before: kept for the next one
+    proofs.next_chunk()
+    proofs.next_chunk()  # a chunk without it: forgotten
+    proofs(frame)
+    assert proved == [frame, frame]
+
+
+def test_a_frame_the_regex_refuses_is_never_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    proved = counted_proofs(monkeypatch)
+    proofs = ProvenFrames()
+    spaced = combined(5, 6).replace(b'"U":', b'"U": ')  # JSON, not Binance's layout
+    for _ in range(2):
+        proofs.next_chunk()
+        assert proofs(spaced) is None  # left to the reader's orjson check
+    assert proved == [spaced, spaced]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.just(None),  # the next chunk starts
+            st.tuples(st.integers(1, 4), st.integers(0, 2), st.booleans()),
+        ),
+        max_size=40,
+    )
+)
+def test_proven_frames_answer_what_the_regex_answers(
+    steps: list[tuple[int, int, bool] | None],
+) -> None:
+    proofs = ProvenFrames()
+    for step in steps:
+        if step is None:
+            proofs.next_chunk()
+            continue
+        first, qty, spaced = step
+        frame = combined(first, first + 1, f'["100.5","{qty}"]')
+        if spaced:
+            frame = frame.replace(b',"a":', b', "a":')
+        assert proofs(bytes(bytearray(frame))) == spot_depth_header(frame)
+
+
+async def test_identical_frames_of_three_sources_read_as_each_source_recorded_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proved = counted_proofs(monkeypatch)
+    store = MemoryStore()
+    frames = [combined(i, i) for i in range(101, 111)]
+    keys = []
+    for n, source in enumerate(("eu.c1", "us.c1", "ap.c1")):
+        records: list[DataRecord] = [
+            Msg(T0 + i * 10**6 + n, f"c-{n}", f) for i, f in enumerate(frames)
+        ]
+        keys.append(await put(store, source, records))
+    log, read, _ = await load(store, keys)
+    assert not log.corrupt
+    assert len(read) == 30
+    assert sorted(proved) == sorted(frames)  # one source's copies proven, the others' known
+    for event in read:
+        assert event.header == parse_depth_header(event.frame, Market.SPOT)
+        assert event.source in {"eu.c1", "us.c1", "ap.c1"}
+        assert event.recv_ns % 10**6 == ("eu.c1", "us.c1", "ap.c1").index(event.source)
