@@ -21,6 +21,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
+from typing import Final
 
 import orjson
 
@@ -180,11 +181,22 @@ def classify_frame(frame: bytes) -> FrameKind:
     return FrameKind.OTHER
 
 
+#: Digits of the longest number a depth header may hold: 2**63-1 has 19. A longer one is no
+#: id or time of Binance's, and ``int()`` refuses one past 4,300 digits with a ValueError.
+MAX_DIGITS: Final = 19
+
+
+def _number(text: bytes, name: str) -> int:
+    if len(text) > MAX_DIGITS + text.startswith(b"-"):
+        raise FrameError(f"depth event whose {name} has {len(text)} characters")
+    return int(text)
+
+
 def _int(pattern: re.Pattern[bytes], frame: bytes, end: int, name: str) -> int:
     found = pattern.search(frame, 0, end)
     if found is None:
         raise FrameError(f"depth event without {name}: {frame[:120]!r}")
-    return int(found.group(1))
+    return _number(found.group(1), name)
 
 
 # Binance's own layout of a spot event, raw or combined: one match reads every field. Any
@@ -206,7 +218,7 @@ def parse_depth_header(frame: bytes, market: Market = Market.SPOT) -> DepthHeade
     fast = None if market.is_futures else _SPOT_LAYOUT.match(frame)
     if fast is not None and fast.start(2) - len(b',"E":') <= 200:  # as _DEPTH's search
         stream, event_time, symbol, first_text, last_text = fast.groups()
-        first, last = int(first_text), int(last_text)
+        first, last = _number(first_text, "U"), _number(last_text, "u")
         if first > last:
             raise FrameError(f"depth event with U {first} > u {last}")
         return DepthHeader(
@@ -214,7 +226,7 @@ def parse_depth_header(frame: bytes, market: Market = Market.SPOT) -> DepthHeade
             first_id=first,
             last_id=last,
             prev_id=first - 1,
-            event_time=int(event_time),
+            event_time=_number(event_time, "E"),
             stream=stream.decode("ascii", "replace") if stream is not None else None,
         )
     return _parse_depth_header(frame, market)

@@ -10,9 +10,10 @@ matches, in full, the one layout Binance sends on a combined spot stream:
      "b":[["<p>","<q>"],...],"a":[["<p>","<q>"],...]}}
 
 Every string is printable ASCII without ``"`` or ``\\`` (prices and quantities: digits and
-``.`` only), every number an integer without a leading zero, no whitespace: each piece is a
-JSON token, so whatever matches is JSON, and has no line break. Anything else -- another
-layout, spaces, escapes, futures fields, ``U > u``, an id over 2^63-1 -- gives None and the
+``.`` only), every number an integer of at most 19 digits without a leading zero, no
+whitespace: each piece is a JSON token, so whatever matches is JSON, and has no line break.
+Anything else -- another layout, spaces, escapes, futures fields, ``U > u``, an id over
+2^63-1, a longer number (``int()`` raises past 4,300 digits) -- gives None and the
 caller takes the general path (:func:`booktape.binance.classify_frame`,
 :func:`~booktape.binance.parse_depth_header` and :func:`booktape.codec.encode_msg`, which
 validates with orjson). What it reads is what :func:`~booktape.binance.parse_depth_header`
@@ -32,7 +33,7 @@ from booktape.binance import DepthHeader
 from booktape.keys import MAX_ID
 
 _STR: Final = rb"([ !#-\[\]-~]*+)"  # a JSON string body: printable ASCII, no quote, no backslash
-_INT: Final = rb"(0|[1-9][0-9]*+)"  # a JSON non-negative integer
+_INT: Final = rb"(0|[1-9][0-9]{0,18}+)"  # a JSON non-negative integer of at most 19 digits
 _LEVEL: Final = rb'\["[0-9.]*+","[0-9.]*+"\]'
 _LEVELS: Final = rb"(?:" + _LEVEL + rb"(?:," + _LEVEL + rb")*+)?+"
 _FRAME: Final = re.compile(

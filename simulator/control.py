@@ -22,7 +22,7 @@ Faults (``POST``, JSON body; ``region`` omitted or null = every region; answers
 - ``/faults/stall`` ``{"region": .., "connection": id, "seconds": 10}`` (null = until dropped)
 - ``/faults/unstall`` ``{"region": .., "connection": id}``
 - ``/faults/skip_ids`` ``{"connection": id, "count": 5}``
-- ``/faults/malformed`` ``{"connection": id, "kind": "invalid_json|truncated|binary"}``
+- ``/faults/malformed`` ``{"connection": id, "kind": "invalid_json|truncated|binary|huge_number"}``
 - ``/faults/rest_errors`` ``{"status": 503, "count": 3, "region": ..}`` (429 or 5xx)
 - ``/faults/latency`` ``{"ws_ms": 200, "rest_ms": 500, "region": ..}``
 - ``/faults/server_shutdown`` ``{"delay": 5, "region": ..}``

@@ -18,7 +18,9 @@ applied by :class:`simulator.connection.Connection` itself. The Python API is on
   ``U`` jumps past ``previous u + 1`` (a real gap on that connection only). In replay,
   the next N depth frames of that connection are dropped instead.
 - **malformed** frames: invalid JSON, a truncated frame (a copy of the last frame sent,
-  cut in half) or a binary frame, injected between the normal frames (no ids consumed).
+  cut in half), a binary frame, or a copy of the last frame whose ``E`` has 5,000 digits
+  (JSON, but past what ``int()`` converts), injected between the normal frames (no ids
+  consumed).
 - **REST errors**: the next N REST requests get a status (5xx with Binance's -1001 body,
   or 429 with Retry-After), before any other handling.
 - **latency**: extra delay added to every WebSocket frame (pipelined: throughput is
@@ -29,6 +31,7 @@ applied by :class:`simulator.connection.Connection` itself. The Python API is on
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -38,6 +41,7 @@ class Malformed(StrEnum):
     INVALID_JSON = "invalid_json"
     TRUNCATED = "truncated"
     BINARY = "binary"
+    HUGE_NUMBER = "huge_number"
 
 
 def malformed_frame(kind: Malformed, last_frame: bytes | None) -> tuple[bytes, bool]:
@@ -47,6 +51,8 @@ def malformed_frame(kind: Malformed, last_frame: bytes | None) -> tuple[bytes, b
         return b'{"e":"depthUpdate","E":' + b"\x7b,,]" + b"}", False
     if kind is Malformed.TRUNCATED:
         return sample[: max(1, len(sample) // 2)], False
+    if kind is Malformed.HUGE_NUMBER:  # JSON, but its "E" has more digits than int() takes
+        return re.sub(rb'"E":[0-9]+', b'"E":' + b"9" * 5_000, sample, count=1), False
     return sample, True
 
 

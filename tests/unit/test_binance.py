@@ -81,6 +81,25 @@ def test_malformed_frames_raise_frame_error(frame: bytes) -> None:
         parse_depth_header(frame)
 
 
+_LONG = b"1" * 5_000  # past int()'s 4,300 digits: a ValueError if converted
+
+
+@pytest.mark.parametrize(
+    ("market", "fields"),
+    [
+        (Market.SPOT, b'"E":%s,"s":"X","U":1,"u":2' % _LONG),
+        (Market.SPOT, b'"E":1,"s":"X","U":%s,"u":%s' % (_LONG, _LONG)),
+        (Market.SPOT, b'"E":1,"s":"X","U":1,"u":12345678901234567890'),  # 20 digits
+        (Market.USDM, b'"E":%s,"s":"X","U":1,"u":2,"pu":0' % _LONG),
+        (Market.USDM, b'"E":1,"s":"X","U":1,"u":2,"pu":-%s' % _LONG),
+    ],
+)
+def test_numbers_longer_than_any_id_raise_frame_error(market: Market, fields: bytes) -> None:
+    frame = b'{"stream":"x@depth","data":{"e":"depthUpdate",' + fields + b',"b":[],"a":[]}}'
+    with pytest.raises(FrameError, match="characters"):
+        parse_depth_header(frame, market)
+
+
 def test_ids_inside_level_lists_are_never_read() -> None:
     # The header fields are read only before the level lists.
     frame = b'{"e":"depthUpdate","E":1,"s":"X","b":[["1","2"]],"U":3,"u":4,"a":[]}'

@@ -111,6 +111,12 @@ def test_whatever_the_fast_path_accepts_is_json_with_those_fields(frames: list[b
         # an id past 2**63-1: no chunk key can hold it (the collector's sink refuses it)
         b'{"stream":"x@depth","data":{"e":"depthUpdate","E":1,"s":"X","U":5,'
         b'"u":9223372036854775808,"b":[],"a":[]}}',
+        # numbers longer than 19 digits (int() raises past 4,300): no id or time of Binance's
+        b'{"stream":"x@depth","data":{"e":"depthUpdate","E":'
+        + b"1" * 5_000
+        + b',"s":"X","U":5,"u":6,"b":[],"a":[]}}',
+        b'{"stream":"x@depth","data":{"e":"depthUpdate","E":1,"s":"X","U":5,'
+        b'"u":12345678901234567890,"b":[],"a":[]}}',
         # the event type past the first 200 bytes: classify_frame does not see a depth event
         b'{"stream":"' + b"x" * 200 + b'","data":{"e":"depthUpdate","E":1,"s":"X","U":5,'
         b'"u":6,"b":[],"a":[]}}',
