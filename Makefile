@@ -14,8 +14,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Reinstall when the dependency list changes.
-$(STAMP): pyproject.toml | $(BIN)/python
+# Reinstall when the dependency list or the C pass (built in place by the editable install)
+# changes.
+$(STAMP): pyproject.toml setup.py booktape/_fastframe.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
@@ -36,7 +37,7 @@ demo: $(STAMP)
 # Benchmarks (bench/): each prints its figures and a ratio against a baseline run alongside.
 BENCH_STAMP := $(VENV)/.bench-installed
 BENCHES     ?= collector merger book soak schedule replay
-$(BENCH_STAMP): pyproject.toml | $(STAMP)
+$(BENCH_STAMP): pyproject.toml setup.py booktape/_fastframe.c | $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	@touch $@
 
@@ -72,4 +73,4 @@ k8s: $(STAMP)
 test: lint types k8s unit
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache booktape/*.so

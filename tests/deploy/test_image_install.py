@@ -49,7 +49,7 @@ def _layout_sources(build: Stage, root: Path) -> Path:
             origin = REPO / src
             if origin.is_dir():
                 shutil.copytree(
-                    origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+                    origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so")
                 )
             else:
                 dest = target / origin.name if dst.endswith("/") else target
@@ -131,6 +131,11 @@ def test_the_dockerfile_install_steps_give_a_working_booktape(tmp_path: Path) ->
         [str(venv / "bin" / "python"), "-c", "import collector; print(collector.__file__)"],
         env=run_env, cwd=workdir, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
+    accelerated = subprocess.run(
+        [str(venv / "bin" / "python"), "-c",
+         "from booktape import fastframe; print(fastframe.ACCELERATED)"],
+        env=run_env, cwd=workdir, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
 
     # Act 2: a short collect against the simulator, both run from the installation
     store = tmp_path / "store"
@@ -162,6 +167,7 @@ def test_the_dockerfile_install_steps_give_a_working_booktape(tmp_path: Path) ->
     assert "merge" in helped.stdout
     assert where.returncode == 0, where.stderr
     assert Path(where.stdout.strip()).is_relative_to(venv)
+    assert accelerated.stdout.strip() == "True", accelerated.stderr  # the wheel has the C pass
     assert collect.returncode == 0, collect_err
     objects = sorted((store / "raw").rglob("*.jsonl.zst"))
     assert len(objects) >= 2, f"expected raw objects, found {objects}"

@@ -13,10 +13,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from booktape import _fastframe, fastframe
 from booktape.binance import Market, parse_depth_header
 from booktape.codec import encode_msg, msg_prefix
-from booktape.fastframe import spot_depth, spot_depth_header
+from booktape.fastframe import _py_fields, _py_spot_depth, spot_depth, spot_depth_header
 from simulator.recordings import load_recording
 
 
@@ -125,6 +128,8 @@ def test_whatever_the_fast_path_accepts_is_json_with_those_fields(frames: list[b
 def test_frames_outside_the_layout_take_the_general_path(frame: bytes) -> None:
     assert spot_depth(frame) is None
     assert spot_depth_header(frame) is None
+    assert _py_spot_depth(frame) is None  # the regex, whichever is in use
+    assert _fastframe.fields(frame) is None
 
 
 def test_empty_sides_and_zero_ids_are_in_the_layout() -> None:
@@ -134,3 +139,144 @@ def test_empty_sides_and_zero_ids_are_in_the_layout() -> None:
     )
     assert spot_depth(frame) == ("X", 0, 0, 0)
     assert parse_depth_header(frame, Market.SPOT).last_id == 0
+
+
+# --- booktape/_fastframe.c: the same answers as the regex ----------------------------------
+
+
+def test_the_c_pass_is_built_and_in_use() -> None:
+    # make test builds it (gcc); without a compiler booktape falls back to the regex alone
+    assert fastframe.ACCELERATED
+    assert spot_depth is _fastframe.spot_depth
+
+
+def _same(frame: bytes) -> tuple[bytes, int, bytes, int, int] | None:
+    expected = _py_fields(frame)
+    assert _fastframe.fields(frame) == expected
+    assert _fastframe.spot_depth(frame) == _py_spot_depth(frame)
+    return expected
+
+
+def test_the_c_pass_reads_real_frames_and_their_mutants_as_the_regex_does(
+    frames: list[bytes],
+) -> None:
+    rng = random.Random(11)
+    accepted = refused = 0
+    for frame in frames:
+        assert _same(frame) is not None
+    for frame in rng.sample(frames, 200):
+        for mutant in _mutants(frame, rng, 100):
+            if _same(mutant) is None:
+                refused += 1
+            else:
+                accepted += 1
+        for cut in range(0, len(frame), 7):  # every truncation, and the frame with a tail
+            assert _same(frame[:cut]) is None
+        assert _same(frame + b" ") is None
+    assert accepted > 2000
+    assert refused > 2000
+
+
+_NOISY_TEXT = st.binary(max_size=12) | st.text(
+    alphabet=st.sampled_from('ab@X09.\\"\n é\x00~ '), max_size=12
+).map(lambda t: t.encode())
+_TEXT = st.from_regex(rb"\A[a-z@0-9]{0,10}\Z")
+_NUMBER = st.integers(0, 2**63 + 10).map(lambda n: str(n).encode())
+_NOISY_NUMBER = st.from_regex(rb"\A-?[0-9]{0,22}\Z")
+_DECIMAL = st.from_regex(rb"\A[0-9.]{0,8}\Z")
+
+
+def _mostly(
+    valid: st.SearchStrategy[bytes], noisy: st.SearchStrategy[bytes], odds: int = 4
+) -> st.SearchStrategy[bytes]:
+    """Pieces in the layout ``odds`` times as often as others (many frames are accepted)."""
+    return st.one_of(*[valid] * odds, noisy)
+
+
+_LEVEL = st.tuples(_mostly(_DECIMAL, _NOISY_TEXT, 20), _mostly(_DECIMAL, _NOISY_TEXT, 20)).map(
+    lambda pq: b'["%s","%s"]' % pq
+)
+_SIDE = st.lists(_LEVEL, max_size=4).map(b",".join)
+_TEXT_BYTES = _mostly(_TEXT, _NOISY_TEXT, 8)
+_ID = _mostly(_NUMBER, _NOISY_NUMBER)
+_IDS = st.one_of(  # (U, u): mostly U <= u, as Binance sends them, both bytes
+    *[
+        st.integers(0, 2**63)
+        .flatmap(lambda u: st.tuples(st.integers(max(0, u - 1000), u), st.just(u)))
+        .map(lambda ids: (str(ids[0]).encode(), str(ids[1]).encode()))
+    ]
+    * 3,
+    st.tuples(_ID, _ID),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    stream=_TEXT_BYTES,
+    symbol=_TEXT_BYTES,
+    event_time=_ID,
+    ids=_IDS,
+    bids=_SIDE,
+    asks=_SIDE,
+    cut=st.integers(0, 400),
+    noise=st.binary(max_size=2),
+)
+def test_the_c_pass_answers_what_the_regex_answers_on_generated_frames(
+    stream: bytes,
+    symbol: bytes,
+    event_time: bytes,
+    ids: tuple[bytes, bytes],
+    bids: bytes,
+    asks: bytes,
+    cut: int,
+    noise: bytes,
+) -> None:
+    first, last = ids
+    frame = (
+        b'{"stream":"%s","data":{"e":"depthUpdate","E":%s,"s":"%s","U":%s,"u":%s,'
+        b'"b":[%s],"a":[%s]}}' % (stream, event_time, symbol, first, last, bids, asks)
+    )
+    got = _same(frame)
+    if got is not None:  # accepted: JSON with these very fields
+        data = orjson.loads(frame)["data"]
+        assert got[1:] == (data["E"], data["s"].encode(), data["U"], data["u"])
+    _same(frame[:cut] + noise + frame[cut:])  # a damaged copy: same answer too
+
+
+def test_the_c_pass_takes_bytes_only() -> None:
+    with pytest.raises(TypeError, match="bytes"):
+        _fastframe.fields("{}")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bytes"):
+        _fastframe.spot_depth(bytearray(b"{}"))  # type: ignore[arg-type]
+
+
+def _frame(stream: bytes = b"x@depth", e: bytes = b"1", u: bytes = b"6") -> bytes:
+    return (
+        b'{"stream":"%s","data":{"e":"depthUpdate","E":%s,"s":"X","U":5,"u":%s,'
+        b'"b":[["1.5","2"]],"a":[]}}' % (stream, e, u)
+    )
+
+
+_HEAD = len(b'{"stream":"","data":{"e":"depthUpdate","E":') - 5  # stream length 0
+
+
+@pytest.mark.parametrize(
+    ("frame", "accepted"),
+    [
+        (_frame(u=b"9223372036854775807"), True),  # 2**63-1: the largest id
+        (_frame(u=b"9223372036854775808"), False),
+        (_frame(u=b"9999999999999999999"), False),  # 19 digits, past 2**63-1
+        (_frame(e=b"9999999999999999999"), True),  # 19 digits: a time may be that large
+        (_frame(e=b"10000000000000000000"), False),  # 20 digits
+        (_frame(e=b"0"), True),
+        (_frame(e=b"00"), False),
+        (_frame(e=b""), False),
+        (_frame(stream=b"x" * (200 - _HEAD)), True),  # "E" where classify_frame still looks
+        (_frame(stream=b"x" * (201 - _HEAD)), False),
+        (_frame(stream=b""), True),
+        (_frame(stream=b"\x7f"), False),
+        (_frame(stream=b"~ !#[]"), True),
+    ],
+)
+def test_the_c_pass_and_the_regex_agree_at_the_edges(frame: bytes, accepted: bool) -> None:
+    assert (_same(frame) is not None) is accepted

@@ -1,0 +1,258 @@
+/* booktape._fastframe: the C twin of booktape/fastframe.py's layout regex.
+ *
+ * One forward pass over a frame, accepting exactly what fastframe._FRAME.fullmatch accepts
+ * (Binance's combined spot depth layout, every piece a JSON token) and refusing the same
+ * frames for the same reasons (the event type past 200 bytes, U > u, an id past 2**63-1).
+ * The regex stays the reference: booktape.fastframe uses this module only when it was
+ * built, and tests/unit/test_fastframe.py checks both on real frames, their mutants and
+ * generated ones. Nothing here allocates until the frame is accepted; every read is bounds
+ * checked against the end of the bytes object, which is never written.
+ *
+ *     {"stream":"<s>","data":{"e":"depthUpdate","E":<n>,"s":"<s>","U":<n>,"u":<n>,
+ *      "b":[["<d>","<d>"],...],"a":[["<d>","<d>"],...]}}
+ *
+ * <s>: printable ASCII without '"' or '\'; <n>: 0 or [1-9][0-9]{0,18}; <d>: [0-9.]*.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_DIGITS 19        /* 2**63-1 has 19 digits; fastframe._INT takes no more */
+#define DEPTH_WITHIN 200     /* classify_frame looks for "e":"depthUpdate" this far */
+#define MAX_ID 9223372036854775807ULL
+
+typedef struct {
+    const unsigned char *p;
+    const unsigned char *end;
+} Cursor;
+
+/* The literal s (n bytes) at the cursor: consumed, or 0 and the cursor is left as it was. */
+static int
+literal(Cursor *c, const char *s, size_t n)
+{
+    if ((size_t)(c->end - c->p) < n || memcmp(c->p, s, n) != 0) {
+        return 0;
+    }
+    c->p += n;
+    return 1;
+}
+
+#define LITERAL(c, s) literal((c), (s), sizeof(s) - 1)
+
+/* A JSON string body as the regex's [ !#-\[\]-~]*+: up to the first other byte. */
+static void
+string_body(Cursor *c)
+{
+    while (c->p < c->end) {
+        unsigned char ch = *c->p;
+        if (ch < 0x20 || ch > 0x7e || ch == '"' || ch == '\\') {
+            return;
+        }
+        c->p++;
+    }
+}
+
+/* [0-9.]*+ */
+static void
+decimal_body(Cursor *c)
+{
+    while (c->p < c->end && ((*c->p >= '0' && *c->p <= '9') || *c->p == '.')) {
+        c->p++;
+    }
+}
+
+/* 0|[1-9][0-9]{0,18}+ ; 19 digits always fit in 64 unsigned bits. */
+static int
+integer(Cursor *c, unsigned long long *value)
+{
+    if (c->p >= c->end) {
+        return 0;
+    }
+    if (*c->p == '0') {
+        c->p++;
+        *value = 0;
+        return 1;
+    }
+    if (*c->p < '1' || *c->p > '9') {
+        return 0;
+    }
+    unsigned long long v = 0;
+    int digits = 0;
+    while (c->p < c->end && digits < MAX_DIGITS && *c->p >= '0' && *c->p <= '9') {
+        v = v * 10 + (unsigned long long)(*c->p - '0');
+        c->p++;
+        digits++;
+    }
+    *value = v;
+    return 1;
+}
+
+/* \["[0-9.]*+","[0-9.]*+"\] */
+static int
+level(Cursor *c)
+{
+    if (!LITERAL(c, "[\"")) {
+        return 0;
+    }
+    decimal_body(c);
+    if (!LITERAL(c, "\",\"")) {
+        return 0;
+    }
+    decimal_body(c);
+    return LITERAL(c, "\"]");
+}
+
+/* (?:LEVEL(?:,LEVEL)*+)?+ followed by the closing bracket (consumed). */
+static int
+levels(Cursor *c)
+{
+    if (c->p < c->end && *c->p == '[') {
+        if (!level(c)) {
+            return 0;
+        }
+        while (c->p < c->end && *c->p == ',') {
+            c->p++;
+            if (!level(c)) {
+                return 0;
+            }
+        }
+    }
+    return LITERAL(c, "]");
+}
+
+typedef struct {
+    const unsigned char *stream;
+    Py_ssize_t stream_len;
+    const unsigned char *symbol;
+    Py_ssize_t symbol_len;
+    unsigned long long event_time;
+    unsigned long long first;
+    unsigned long long last;
+} Fields;
+
+/* 1 when the frame is in the layout (and its fields are filled in), else 0. */
+static int
+scan(const unsigned char *start, Py_ssize_t size, Fields *f)
+{
+    Cursor c = {start, start + size};
+    if (!LITERAL(&c, "{\"stream\":\"")) {
+        return 0;
+    }
+    f->stream = c.p;
+    string_body(&c);
+    f->stream_len = c.p - f->stream;
+    if (!LITERAL(&c, "\",\"data\":{\"e\":\"depthUpdate\",\"E\":")) {
+        return 0;
+    }
+    if ((c.p - start) - 5 > DEPTH_WITHIN) { /* the regex's match.start(2) - 5 */
+        return 0;
+    }
+    if (!integer(&c, &f->event_time) || !LITERAL(&c, ",\"s\":\"")) {
+        return 0;
+    }
+    f->symbol = c.p;
+    string_body(&c);
+    f->symbol_len = c.p - f->symbol;
+    if (!LITERAL(&c, "\",\"U\":") || !integer(&c, &f->first) || !LITERAL(&c, ",\"u\":")
+        || !integer(&c, &f->last) || !LITERAL(&c, ",\"b\":[") || !levels(&c)
+        || !LITERAL(&c, ",\"a\":[") || !levels(&c) || !LITERAL(&c, "}}") || c.p != c.end) {
+        return 0;
+    }
+    return f->first <= f->last && f->last <= MAX_ID;
+}
+
+static int
+frame_bytes(PyObject *frame, const unsigned char **data, Py_ssize_t *size)
+{
+    if (!PyBytes_Check(frame)) {
+        PyErr_Format(PyExc_TypeError, "a frame is bytes, not %.100s", Py_TYPE(frame)->tp_name);
+        return 0;
+    }
+    *data = (const unsigned char *)PyBytes_AS_STRING(frame);
+    *size = PyBytes_GET_SIZE(frame);
+    return 1;
+}
+
+PyDoc_STRVAR(fields_doc,
+"fields(frame, /)\n--\n\n"
+"(stream, E, symbol, U, u) of a frame in the layout, proven to be JSON, or None:\n"
+"booktape.fastframe._fields, in C.");
+
+static PyObject *
+fields(PyObject *Py_UNUSED(module), PyObject *frame)
+{
+    const unsigned char *data;
+    Py_ssize_t size;
+    Fields f;
+    if (!frame_bytes(frame, &data, &size)) {
+        return NULL;
+    }
+    if (!scan(data, size, &f)) {
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue(
+        "(y#Ky#KK)", (const char *)f.stream, f.stream_len, f.event_time,
+        (const char *)f.symbol, f.symbol_len, f.first, f.last);
+}
+
+PyDoc_STRVAR(spot_depth_doc,
+"spot_depth(frame, /)\n--\n\n"
+"(symbol, U, u, E) of a frame in the layout, proven to be JSON, or None:\n"
+"booktape.fastframe.spot_depth, in C.");
+
+static PyObject *
+spot_depth(PyObject *Py_UNUSED(module), PyObject *frame)
+{
+    const unsigned char *data;
+    Py_ssize_t size;
+    Fields f;
+    if (!frame_bytes(frame, &data, &size)) {
+        return NULL;
+    }
+    if (!scan(data, size, &f)) {
+        Py_RETURN_NONE;
+    }
+    PyObject *symbol = PyUnicode_DecodeASCII((const char *)f.symbol, f.symbol_len, NULL);
+    if (symbol == NULL) {
+        return NULL;
+    }
+    PyObject *first = PyLong_FromUnsignedLongLong(f.first);
+    PyObject *last = PyLong_FromUnsignedLongLong(f.last);
+    PyObject *event_time = PyLong_FromUnsignedLongLong(f.event_time);
+    PyObject *out = PyTuple_New(4);
+    if (first == NULL || last == NULL || event_time == NULL || out == NULL) {
+        Py_DECREF(symbol);
+        Py_XDECREF(first);
+        Py_XDECREF(last);
+        Py_XDECREF(event_time);
+        Py_XDECREF(out);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(out, 0, symbol);
+    PyTuple_SET_ITEM(out, 1, first);
+    PyTuple_SET_ITEM(out, 2, last);
+    PyTuple_SET_ITEM(out, 3, event_time);
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"fields", fields, METH_O, fields_doc},
+    {"spot_depth", spot_depth, METH_O, spot_depth_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    "booktape._fastframe",
+    "booktape.fastframe's layout regex in C (built when a C compiler is there).",
+    0,
+    methods,
+};
+
+PyMODINIT_FUNC
+PyInit__fastframe(void)
+{
+    return PyModuleDef_Init(&module);
+}
