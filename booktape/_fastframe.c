@@ -163,16 +163,15 @@ scan(const unsigned char *start, Py_ssize_t size, Fields *f)
     return f->first <= f->last && f->last <= MAX_ID;
 }
 
+/* 1: the frame is in the layout (f filled in); 0: it is not; -1: not bytes (raised). */
 static int
-frame_bytes(PyObject *frame, const unsigned char **data, Py_ssize_t *size)
+scan_frame(PyObject *frame, Fields *f)
 {
     if (!PyBytes_Check(frame)) {
         PyErr_Format(PyExc_TypeError, "a frame is bytes, not %.100s", Py_TYPE(frame)->tp_name);
-        return 0;
+        return -1;
     }
-    *data = (const unsigned char *)PyBytes_AS_STRING(frame);
-    *size = PyBytes_GET_SIZE(frame);
-    return 1;
+    return scan((const unsigned char *)PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), f);
 }
 
 PyDoc_STRVAR(fields_doc,
@@ -183,14 +182,10 @@ PyDoc_STRVAR(fields_doc,
 static PyObject *
 fields(PyObject *Py_UNUSED(module), PyObject *frame)
 {
-    const unsigned char *data;
-    Py_ssize_t size;
     Fields f;
-    if (!frame_bytes(frame, &data, &size)) {
-        return NULL;
-    }
-    if (!scan(data, size, &f)) {
-        Py_RETURN_NONE;
+    int found = scan_frame(frame, &f);
+    if (found <= 0) {
+        return found < 0 ? NULL : Py_NewRef(Py_None);
     }
     return Py_BuildValue(
         "(y#Ky#KK)", (const char *)f.stream, f.stream_len, f.event_time,
@@ -205,14 +200,10 @@ PyDoc_STRVAR(spot_depth_doc,
 static PyObject *
 spot_depth(PyObject *Py_UNUSED(module), PyObject *frame)
 {
-    const unsigned char *data;
-    Py_ssize_t size;
     Fields f;
-    if (!frame_bytes(frame, &data, &size)) {
-        return NULL;
-    }
-    if (!scan(data, size, &f)) {
-        Py_RETURN_NONE;
+    int found = scan_frame(frame, &f);
+    if (found <= 0) {
+        return found < 0 ? NULL : Py_NewRef(Py_None);
     }
     PyObject *symbol = PyUnicode_DecodeASCII((const char *)f.symbol, f.symbol_len, NULL);
     if (symbol == NULL) {
@@ -247,8 +238,12 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     "booktape._fastframe",
     "booktape.fastframe's layout regex in C (built when a C compiler is there).",
-    0,
+    0,       /* no per-module state */
     methods,
+    NULL,    /* no slots */
+    NULL,
+    NULL,
+    NULL,
 };
 
 PyMODINIT_FUNC
