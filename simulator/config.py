@@ -109,7 +109,7 @@ class SimConfig(BaseModel):
     @classmethod
     def _symbols(cls, symbols: tuple[str, ...]) -> tuple[str, ...]:
         upper = tuple(s.strip().upper() for s in symbols if s.strip())
-        for symbol in upper:
-            if not symbol.isalnum():
-                raise ValueError(f"symbol {symbol!r} must be alphanumeric")
+        for symbol in upper:  # COIN-M's have an underscore: BTCUSD_PERP, BTCUSD_250926
+            if not symbol.replace("_", "").isalnum() or not symbol.isascii():
+                raise ValueError(f"symbol {symbol!r} must be ASCII letters, digits and '_'")
         return upper

@@ -1,19 +1,23 @@
 """Real data end to end: a real recording replayed to two collectors with drops, then merged.
 
 The simulator replays the hftbacktest BTCUSDT recording (spot, and USD-M futures with its
-``pu`` chain) to two regions; each region's connections are dropped over its own window, so
-neither collector holds the whole stream. Ground truth is the recording itself: rebuilt
-from its REST snapshot plus its diffs, the book after each recorded ``u``. The canonical
-``levels.parquet``, replayed on its own, must equal that book at EVERY event boundary of the
-canonical stream (top levels, where both the recording and the snapshots the collectors
-took agree), with no unrecoverable gap and fills from both regions.
+``pu`` chain; COIN-M as the same USD-M frames renamed to BTCUSD_PERP with COIN-M's extra
+``ps``/``pair`` fields, since no COIN-M recording is at hand) to two regions; each
+region's connections are dropped over its own window, so neither collector holds the
+whole stream. Ground truth is the recording itself: rebuilt from its REST snapshot plus its
+diffs, the book after each recorded ``u``. The canonical ``levels.parquet``, replayed on
+its own, must equal that book at EVERY event boundary of the canonical stream (top levels,
+where both the recording and the snapshots the collectors took agree), with no
+unrecoverable gap and fills from both regions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gzip
 import io
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -51,11 +55,32 @@ def _top(book: OrderBook) -> Top:
     )
 
 
-def truth_by_update_id(recording: Recording) -> dict[int, Top]:
+def truth_by_update_id(recording: Recording, symbol: str = SYMBOL) -> dict[int, Top]:
     """The recording's own rebuild: u -> top of the book after the diff ending at u."""
     out: dict[int, Top] = {}
-    rebuild(recording, SYMBOL, lambda u, book: out.__setitem__(u, _top(book)))
+    rebuild(recording, symbol, lambda u, book: out.__setitem__(u, _top(book)))
     return out
+
+
+COINM_SYMBOL = "BTCUSD_PERP"
+
+
+def coinm_copy(usdm: Path, dest: Path) -> Path:
+    """The USD-M recording as COIN-M would send it: the symbol ``BTCUSD_PERP`` with its
+    pair (``"ps"`` in events, ``"symbol"``/``"pair"`` in snapshots); ids, ``pu`` and levels
+    unchanged (the book rules are the same)."""
+    with gzip.open(usdm, "rb") as src:
+        data = src.read()
+    data = data.replace(b'"stream":"btcusdt@', b'"stream":"btcusd_perp@')
+    data = data.replace(b'"s":"BTCUSDT"', b'"s":"BTCUSD_PERP","ps":"BTCUSD"')
+    data = re.sub(
+        rb'(\{"lastUpdateId":[0-9]+,"E":[0-9]+,"T":[0-9]+,)',
+        rb'\1"symbol":"BTCUSD_PERP","pair":"BTCUSD",',
+        data,
+    )
+    with gzip.open(dest, "wb", compresslevel=1) as out:
+        out.write(data)
+    return dest
 
 
 def canonical_steps(data: bytes) -> list[tuple[int, Top]]:
@@ -102,10 +127,12 @@ def _decimal_top(top: Top) -> Top:
     )
 
 
-def _settings(tmp: Path, region: str, urls: dict[str, str], market: Market) -> CollectorSettings:
+def _settings(
+    tmp: Path, region: str, urls: dict[str, str], market: Market, symbol: str
+) -> CollectorSettings:
     return load_settings(
         {
-            "symbols": SYMBOL,
+            "symbols": symbol,
             "region": region,
             "collector": "c1",
             "market": market.value,
@@ -119,8 +146,10 @@ def _settings(tmp: Path, region: str, urls: dict[str, str], market: Market) -> C
     )
 
 
-async def _record(tmp: Path, files: tuple[Path, ...], market: Market, drops: list[float]) -> None:
-    config = SimConfig(regions=("eu", "us"), symbols=(SYMBOL,), replay=files, speed=SPEED,
+async def _record(
+    tmp: Path, files: tuple[Path, ...], market: Market, drops: list[float], symbol: str
+) -> None:
+    config = SimConfig(regions=("eu", "us"), symbols=(symbol,), replay=files, speed=SPEED,
                        control_port=None, send_queue_frames=100_000)  # fmt: skip
     async with Simulator(config) as sim:
         regions = sim.ready_info()["regions"]
@@ -128,7 +157,7 @@ async def _record(tmp: Path, files: tuple[Path, ...], market: Market, drops: lis
         stops = {region: asyncio.Event() for region in regions}
         runs = [
             asyncio.create_task(
-                run_collector(_settings(tmp, region, urls, market), stops[region],
+                run_collector(_settings(tmp, region, urls, market, symbol), stops[region],
                               handle_signals=False)
             )
             for region, urls in regions.items()
@@ -155,6 +184,7 @@ async def _record(tmp: Path, files: tuple[Path, ...], market: Market, drops: lis
          ("hftbacktest/spot/btcusdt_20240808.gz", "hftbacktest/spot/btcusdt_20240809.gz"),
          [3.0, 3.0]),
         (Market.USDM, "binance-usdm", ("hftbacktest/usdm/btcusdt_20240808.gz",), [1.5, 1.0]),
+        (Market.COINM, "binance-coinm", ("hftbacktest/usdm/btcusdt_20240808.gz",), [1.5, 1.0]),
     ],
 )  # fmt: skip
 async def test_real_recording_through_two_collectors_merges_to_its_own_book(
@@ -162,21 +192,27 @@ async def test_real_recording_through_two_collectors_merges_to_its_own_book(
     drops: list[float],
 ) -> None:  # fmt: skip
     paths = tuple(real_data / f for f in files)
-    truth = truth_by_update_id(load_recording(paths))
-    await _record(tmp_path, paths, market, drops)
+    symbol = SYMBOL
+    if market is Market.COINM:
+        paths = tuple(coinm_copy(p, tmp_path / f"coinm-{p.name}") for p in paths)
+        symbol = COINM_SYMBOL
+    recording = load_recording(paths)
+    assert recording.market is market
+    truth = truth_by_update_id(recording, symbol)
+    await _record(tmp_path, paths, market, drops, symbol)
     store = LocalStore(str(tmp_path / "store"))
     date = dt.datetime.now(dt.UTC).date()
 
     result = await merge_day(store, exchange, date)
 
     assert result.failed == []
-    gaps = orjson.loads(await store.get(canonical_key(exchange, "depth", SYMBOL, date,
+    gaps = orjson.loads(await store.get(canonical_key(exchange, "depth", symbol, date,
                                                       "gaps.json")))  # fmt: skip
     assert gaps["unrecoverable"] == []
     assert set(gaps["filled"]) == {"eu.c1", "us.c1"}  # each region covered the other's drop
     assert all(s["gaps"] >= 1 for s in gaps["sources"].values())  # both really lost data
     assert gaps["audit"]["mismatched"] == 0
-    steps = canonical_steps(await store.get(canonical_key(exchange, "depth", SYMBOL, date,
+    steps = canonical_steps(await store.get(canonical_key(exchange, "depth", symbol, date,
                                                           "levels.parquet")))  # fmt: skip
     assert len(steps) > 0.9 * len(truth)  # nearly the whole recording, at every event
     for update_id, top in steps:
