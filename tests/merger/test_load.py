@@ -226,23 +226,21 @@ def combined(first: int, last: int, bids: str = '["100.5","1"]') -> bytes:
     )
 
 
-def counted_proofs(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """The frames merger.load hands to the regex proof, in order."""
-    proved: list[bytes] = []
+class CountedProofs:
+    """spot_depth_header that keeps the frames it was given, in order."""
 
-    def proof(frame: bytes) -> DepthHeader | None:
-        proved.append(frame)
+    def __init__(self) -> None:
+        self.proved: list[bytes] = []
+
+    def __call__(self, frame: bytes) -> DepthHeader | None:
+        self.proved.append(frame)
         return spot_depth_header(frame)
 
-    monkeypatch.setattr(merger.load, "spot_depth_header", proof)
-    return proved
 
-
-def test_a_frame_proven_in_the_chunk_before_is_not_proven_again(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    proved = counted_proofs(monkeypatch)
-    proofs = ProvenFrames()
+def test_a_frame_proven_in_the_chunk_before_is_not_proven_again() -> None:
+    counted = CountedProofs()
+    proved = counted.proved
+    proofs = ProvenFrames(counted)
     frame = combined(101, 105)
     proofs.next_chunk()
     first = proofs(frame)
@@ -257,9 +255,10 @@ def test_a_frame_proven_in_the_chunk_before_is_not_proven_again(
     assert proved == [frame, other]
 
 
-def test_proven_frames_hold_two_chunks_at_most(monkeypatch: pytest.MonkeyPatch) -> None:
-    proved = counted_proofs(monkeypatch)
-    proofs = ProvenFrames()
+def test_proven_frames_hold_two_chunks_at_most() -> None:
+    counted = CountedProofs()
+    proved = counted.proved
+    proofs = ProvenFrames(counted)
     frame = combined(7, 7)
     proofs.next_chunk()
     proofs(frame)
@@ -271,9 +270,10 @@ def test_proven_frames_hold_two_chunks_at_most(monkeypatch: pytest.MonkeyPatch) 
     assert proved == [frame, frame]
 
 
-def test_a_frame_the_regex_refuses_is_never_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
-    proved = counted_proofs(monkeypatch)
-    proofs = ProvenFrames()
+def test_a_frame_the_layout_refuses_is_never_remembered() -> None:
+    counted = CountedProofs()
+    proved = counted.proved
+    proofs = ProvenFrames(counted)
     spaced = combined(5, 6).replace(b'"U":', b'"U": ')  # JSON, not Binance's layout
     for _ in range(2):
         proofs.next_chunk()
@@ -291,10 +291,10 @@ def test_a_frame_the_regex_refuses_is_never_remembered(monkeypatch: pytest.Monke
         max_size=40,
     )
 )
-def test_proven_frames_answer_what_the_regex_answers(
+def test_proven_frames_answer_what_the_proof_answers(
     steps: list[tuple[int, int, bool] | None],
 ) -> None:
-    proofs = ProvenFrames()
+    proofs = ProvenFrames(spot_depth_header)
     for step in steps:
         if step is None:
             proofs.next_chunk()
@@ -309,7 +309,9 @@ def test_proven_frames_answer_what_the_regex_answers(
 async def test_identical_frames_of_three_sources_read_as_each_source_recorded_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    proved = counted_proofs(monkeypatch)
+    counted = CountedProofs()
+    monkeypatch.setattr(merger.load, "spot_depth_header", counted)  # what ChunkReader uses
+    proved = counted.proved
     store = MemoryStore()
     frames = [combined(i, i) for i in range(101, 111)]
     keys = []
