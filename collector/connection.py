@@ -217,8 +217,9 @@ class FeedConnection:
         self.ended.set()
         self._metrics.connections.dec()
         self._flush_metrics()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(ws.close(1000, self._our_reason or ""), 1.0)
+        with contextlib.suppress(Exception):  # (asyncio.timeout: see snapshots._next_due)
+            async with asyncio.timeout(1.0):
+                await ws.close(1000, self._our_reason or "")
         ws.transport.abort()
         info: dict[str, object] = {"code": self.close_code, "reason": self.close_reason}
         info["by"] = "client" if self._our_reason else "server"
@@ -236,7 +237,8 @@ class FeedConnection:
             return
         self._our_reason = reason
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._ws.close(1000, reason), self._opt.close_timeout_s)
+            async with asyncio.timeout(self._opt.close_timeout_s):
+                await self._ws.close(1000, reason)
         self._ws.transport.abort()
 
     async def _watch_stale(self, ws: BatchConnection) -> None:

@@ -259,8 +259,11 @@ class SnapshotScheduler:
                     heapq.heappop(self._heap)
                     return symbol
                 wait_s = (due - now) / NS
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+            # comes in the tick the event is set (cpython#86296) and this loop would go on
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), wait_s)
+                async with asyncio.timeout(wait_s):
+                    await self._changed.wait()
 
     async def _take(self, symbol: str, slots: asyncio.Semaphore) -> None:
         try:

@@ -263,8 +263,9 @@ class Connection:
             wake = min(self._due.get(b.stream.name, now) for b in batchers)
             if wake > now:
                 self._subs_changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._subs_changed.wait(), wake - now)
+                with contextlib.suppress(TimeoutError):  # not wait_for: cpython#86296
+                    async with asyncio.timeout(wake - now):
+                        await self._subs_changed.wait()
                 continue
             if self.stalled:
                 await self._wait_unstalled()
@@ -348,7 +349,8 @@ class Connection:
             if self._log is not None:
                 self._log.append(LoggedFrame(time.time_ns(), "close", f"{code} {reason}".encode()))
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._ws.close(code=code, message=reason.encode()), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self._ws.close(code=code, message=reason.encode())
         if transport is not None and (abrupt or not transport.is_closing()):
             transport.abort()
         self.closed_ns = time.time_ns()

@@ -235,3 +235,34 @@ async def test_418_stops_all_rest_until_the_ban_ends(tmp_path: Path) -> None:
     assert after
     assert all(s.q >= ban.t + retry_after * NS for s in after)
     assert after[0].extra["status"] == 200
+
+
+async def test_a_cancel_in_the_tick_a_request_arrives_stops_the_scheduler() -> None:
+    # Python 3.11's asyncio.wait_for returns instead of raising when the task waiting in it
+    # is cancelled in the same loop tick its inner wait completes (cpython#86296): the
+    # dispatcher then looped on and the feed's shutdown waited for it forever.
+    async with aiohttp.ClientSession() as http:
+        metrics = Metrics()
+        scheduler = SnapshotScheduler(
+            market=Market.SPOT,
+            rest_base="http://127.0.0.1:9",  # never asked: nothing is due before the cancel
+            limit=100,
+            interval_s=3600.0,
+            session=http,
+            budget=WeightBudget(1.0, metrics, clock_ns=time.time_ns),
+            sink=ListSink(),
+            metrics=metrics,
+            first_prev=lambda _symbol: None,
+            clock_ns=time.time_ns,
+        )
+        scheduler._schedule("BTCUSDT", time.time_ns() + 3600 * NS)  # a snapshot due later
+        task = asyncio.create_task(scheduler.run())
+        await asyncio.sleep(0.05)  # the dispatcher waits for that one, or for a change
+
+        scheduler.request("ETHUSDT", "test")  # a change: its wait ends in the next tick ...
+        task.cancel()  # ... which also delivers the cancel
+
+        done, _ = await asyncio.wait({task}, timeout=2.0)
+        assert task in done
+        assert task.cancelled()
+        assert scheduler.requests == 0
