@@ -9,6 +9,8 @@ the general encoder's line byte for byte.
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -280,3 +282,19 @@ _HEAD = len(b'{"stream":"","data":{"e":"depthUpdate","E":') - 5  # stream length
 )
 def test_the_c_pass_and_the_regex_agree_at_the_edges(frame: bytes, accepted: bool) -> None:
     assert (_same(frame) is not None) is accepted
+
+
+def test_without_the_c_pass_the_regex_answers() -> None:
+    # an install without a C compiler has no booktape._fastframe: the import must not fail
+    code = (
+        "import sys; sys.modules['booktape._fastframe'] = None\n"
+        "from booktape import fastframe\n"
+        "frame = " + repr(_frame()) + "\n"
+        "print(fastframe.ACCELERATED, fastframe.spot_depth(frame), "
+        "fastframe.spot_depth_header(frame).stream)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[0] == "False ('X', 5, 6, 1) x@depth"
