@@ -37,7 +37,7 @@ demo: $(STAMP)
 # Benchmarks (bench/): each prints its figures and a ratio against a baseline run alongside.
 BENCH_STAMP := $(VENV)/.bench-installed
 BENCHES     ?= collector merger book soak schedule replay
-$(BENCH_STAMP): pyproject.toml setup.py booktape/_fastframe.c | $(STAMP)
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	@touch $@
 
