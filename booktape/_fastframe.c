@@ -104,19 +104,22 @@ level(Cursor *c)
     return LITERAL(c, "\"]");
 }
 
-/* (?:LEVEL(?:,LEVEL)*+)?+ followed by the closing bracket (consumed). */
+/* (?:LEVEL(?:,LEVEL)*+)?+ followed by the closing bracket (consumed); counts the levels. */
 static int
-levels(Cursor *c)
+levels(Cursor *c, Py_ssize_t *count)
 {
+    *count = 0;
     if (c->p < c->end && *c->p == '[') {
         if (!level(c)) {
             return 0;
         }
+        *count = 1;
         while (c->p < c->end && *c->p == ',') {
             c->p++;
             if (!level(c)) {
                 return 0;
             }
+            (*count)++;
         }
     }
     return LITERAL(c, "]");
@@ -130,6 +133,11 @@ typedef struct {
     unsigned long long event_time;
     unsigned long long first;
     unsigned long long last;
+    const unsigned char *bids; /* the first bid level's '[' (or the list's ']') */
+    Py_ssize_t bid_count;
+    const unsigned char *asks;
+    Py_ssize_t ask_count;
+    const unsigned char *end; /* the frame's end */
 } Fields;
 
 /* 1 when the frame is in the layout (and its fields are filled in), else 0. */
@@ -137,6 +145,7 @@ static int
 scan(const unsigned char *start, Py_ssize_t size, Fields *f)
 {
     Cursor c = {start, start + size};
+    f->end = c.end;
     if (!LITERAL(&c, "{\"stream\":\"")) {
         return 0;
     }
@@ -156,8 +165,15 @@ scan(const unsigned char *start, Py_ssize_t size, Fields *f)
     string_body(&c);
     f->symbol_len = c.p - f->symbol;
     if (!LITERAL(&c, "\",\"U\":") || !integer(&c, &f->first) || !LITERAL(&c, ",\"u\":")
-        || !integer(&c, &f->last) || !LITERAL(&c, ",\"b\":[") || !levels(&c)
-        || !LITERAL(&c, ",\"a\":[") || !levels(&c) || !LITERAL(&c, "}}") || c.p != c.end) {
+        || !integer(&c, &f->last) || !LITERAL(&c, ",\"b\":[")) {
+        return 0;
+    }
+    f->bids = c.p;
+    if (!levels(&c, &f->bid_count) || !LITERAL(&c, ",\"a\":[")) {
+        return 0;
+    }
+    f->asks = c.p;
+    if (!levels(&c, &f->ask_count) || !LITERAL(&c, "}}") || c.p != c.end) {
         return 0;
     }
     return f->first <= f->last && f->last <= MAX_ID;
@@ -228,9 +244,93 @@ spot_depth(PyObject *Py_UNUSED(module), PyObject *frame)
     return out;
 }
 
+/* A [0-9.]* string of the frame as a str (ASCII: one byte a character). */
+static PyObject *
+ascii_str(const unsigned char *start, const unsigned char *stop)
+{
+    Py_ssize_t n = stop - start;
+    PyObject *s = PyUnicode_New(n, 127);
+    if (s != NULL) {
+        memcpy(PyUnicode_1BYTE_DATA(s), start, (size_t)n);
+    }
+    return s;
+}
+
+/* The ``count`` levels from ``p`` (a list scan() accepted) as a tuple of (price, qty). */
+static PyObject *
+level_tuple(const unsigned char *p, const unsigned char *end, Py_ssize_t count)
+{
+    PyObject *out = PyTuple_New(count);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        /* ["<d>","<d>"] and then ',' or ']': scan() proved it, the quotes bound each <d> */
+        const unsigned char *price = p + 2;
+        const unsigned char *price_end = memchr(price, '"', (size_t)(end - price));
+        const unsigned char *qty = price_end == NULL ? NULL : price_end + 3;
+        const unsigned char *qty_end =
+            qty == NULL || qty >= end ? NULL : memchr(qty, '"', (size_t)(end - qty));
+        if (qty_end == NULL) { /* cannot be: scan() proved the layout */
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_SystemError, "depth_levels: a level off the layout");
+            return NULL;
+        }
+        p = qty_end + 3;
+        PyObject *pair = PyTuple_New(2);
+        PyObject *a = ascii_str(price, price_end);
+        PyObject *b = ascii_str(qty, qty_end);
+        if (pair == NULL || a == NULL || b == NULL) {
+            Py_XDECREF(pair);
+            Py_XDECREF(a);
+            Py_XDECREF(b);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(pair, 0, a);
+        PyTuple_SET_ITEM(pair, 1, b);
+        PyTuple_SET_ITEM(out, i, pair);
+    }
+    return out;
+}
+
+PyDoc_STRVAR(depth_levels_doc,
+"depth_levels(frame, /)\n--\n\n"
+"(bids, asks) of a frame in the layout, proven to be JSON, each a tuple of (price, qty)\n"
+"str pairs as the frame lists them (what orjson and binance._levels give), or None.");
+
+static PyObject *
+depth_levels(PyObject *Py_UNUSED(module), PyObject *frame)
+{
+    Fields f;
+    int found = scan_frame(frame, &f);
+    if (found <= 0) {
+        return found < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    PyObject *bids = level_tuple(f.bids, f.end, f.bid_count);
+    if (bids == NULL) {
+        return NULL;
+    }
+    PyObject *asks = level_tuple(f.asks, f.end, f.ask_count);
+    if (asks == NULL) {
+        Py_DECREF(bids);
+        return NULL;
+    }
+    PyObject *out = PyTuple_New(2);
+    if (out == NULL) {
+        Py_DECREF(bids);
+        Py_DECREF(asks);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(out, 0, bids);
+    PyTuple_SET_ITEM(out, 1, asks);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"fields", fields, METH_O, fields_doc},
     {"spot_depth", spot_depth, METH_O, spot_depth_doc},
+    {"depth_levels", depth_levels, METH_O, depth_levels_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -18,7 +18,7 @@ Wire keys are cryptic; each is commented where it is read.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Final
@@ -286,6 +286,23 @@ def _levels(raw: object, what: str) -> tuple[Level, ...]:
     return tuple(out)
 
 
+def _c_levels() -> Callable[[bytes], tuple[tuple[Level, ...], tuple[Level, ...]] | None] | None:
+    """booktape/_fastframe.c's ``depth_levels``, or None where it was not built.
+
+    For a combined spot frame in Binance's own layout (booktape.fastframe) it proves the
+    frame and returns its level lists as orjson and :func:`_levels` would, ~6x faster;
+    any other frame gets None and takes orjson.
+    """
+    try:
+        from booktape._fastframe import depth_levels  # noqa: PLC0415 -- optional, built by gcc
+    except ImportError:
+        return None
+    return depth_levels
+
+
+_C_LEVELS: Final = _c_levels()
+
+
 def decode_depth(
     frame: bytes, market: Market = Market.SPOT, header: DepthHeader | None = None
 ) -> DepthEvent:
@@ -295,6 +312,10 @@ def decode_depth(
     """
     if header is None:
         header = parse_depth_header(frame, market)
+    if _C_LEVELS is not None and not market.is_futures:
+        levels = _C_LEVELS(frame)  # a combined spot frame in Binance's own layout
+        if levels is not None:
+            return DepthEvent(header, *levels)
     try:
         doc = orjson.loads(frame)
     except orjson.JSONDecodeError as exc:

@@ -156,6 +156,12 @@ def _same(frame: bytes) -> tuple[bytes, int, bytes, int, int] | None:
     expected = _py_fields(frame)
     assert _fastframe.fields(frame) == expected
     assert _fastframe.spot_depth(frame) == _py_spot_depth(frame)
+    levels = _fastframe.depth_levels(frame)
+    if expected is None:
+        assert levels is None
+    else:  # the level lists as JSON has them
+        data = orjson.loads(frame)["data"]
+        assert levels == tuple(tuple(tuple(level) for level in data[k]) for k in ("b", "a"))
     return expected
 
 
@@ -292,9 +298,14 @@ def test_without_the_c_pass_the_regex_answers() -> None:
         "frame = " + repr(_frame()) + "\n"
         "print(fastframe.ACCELERATED, fastframe.spot_depth(frame), "
         "fastframe.spot_depth_header(frame).stream)\n"
+        "from booktape import binance\n"
+        "print(binance._C_LEVELS, binance.decode_depth(frame).bids)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[0] == "False ('X', 5, 6, 1) x@depth"
+    assert result.stdout.split("\n")[:2] == [
+        "False ('X', 5, 6, 1) x@depth",
+        "None (('1.5', '2'),)",
+    ]
