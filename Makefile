@@ -16,7 +16,7 @@ $(BIN)/python:
 
 # Reinstall when the dependency list or the C pass (built in place by the editable install)
 # changes.
-$(STAMP): pyproject.toml setup.py booktape/_fastframe.c | $(BIN)/python
+$(STAMP): pyproject.toml setup.py booktape/_fastframe.c booktape/_fastbook.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 

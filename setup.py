@@ -1,8 +1,9 @@
 """The one build step pyproject.toml cannot declare yet (setuptools calls its own form
-experimental): the optional C twin of booktape/fastframe.py's layout regex.
+experimental): the optional C twins of booktape/fastframe.py's layout regex and of
+booktape/bookside.py's update loops.
 
-``optional=True``: without a C compiler or Python's headers the build goes on without it,
-and booktape runs the same regex in Python (slower, same results).
+``optional=True``: without a C compiler or Python's headers the build goes on without them,
+and booktape runs the same code in Python (slower, same results).
 """
 
 from setuptools import Extension, setup
@@ -14,6 +15,12 @@ setup(
             sources=["booktape/_fastframe.c"],
             extra_compile_args=["-O2"],
             optional=True,
-        )
+        ),
+        Extension(
+            "booktape._fastbook",
+            sources=["booktape/_fastbook.c"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        ),
     ]
 )

@@ -6,17 +6,39 @@ and given back unchanged. :class:`BookSide` keeps its keys sorted at every updat
 readers of the top levels after each event); :class:`LazySide` sorts only when asked and
 gives the best level from a heap (the merger's: it reads the best level after each event
 and the whole side only at audits).
+
+Both update loops have a C twin (booktape/_fastbook.c, built when a C compiler is there:
+:data:`ACCELERATED`) that applies the common level -- a short price, a positive quantity or
+a known zero spelling, exact strings -- and hands every other one back to the Python loop,
+which stays the reference.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal, InvalidOperation
 from heapq import heapify, heappop, heappush
+from typing import Any, Final
 
 from booktape.binance import Level
 from booktape.errors import BookError
+
+# (book, order, sign, levels, start, zeros) -> -1, or the index of a level left to Python
+FastUpdate = Callable[[dict[Any, Any], list[Any], float, Sequence[Level], int, set[str]], int]
+
+
+def _accelerated() -> tuple[FastUpdate, FastUpdate] | None:
+    """booktape/_fastbook.c's update loops (sorted, lazy), or None where it was not built."""
+    try:
+        from booktape import _fastbook  # noqa: PLC0415 -- optional: built when gcc is there
+    except ImportError:
+        return None
+    return _fastbook.sorted_update, _fastbook.lazy_update
+
+
+_C: Final = _accelerated()
+ACCELERATED: Final = _C is not None  # the update loops run in C (else in Python)
 
 
 def exact_decimal(text: str, what: str) -> Decimal:
@@ -65,9 +87,10 @@ class BookSide:
     ``float()`` cannot vouch for (zeros, junk); no per-string cache grows with the day.
     """
 
-    __slots__ = ("_cache", "_exact", "_keys", "_levels", "_sign")
+    __slots__ = ("_cache", "_exact", "_fast", "_keys", "_levels", "_sign")
 
     def __init__(self, reverse: bool) -> None:
+        self._fast: FastUpdate | None = None if _C is None else _C[0]  # the C loop
         self._levels: dict[Key, tuple[str, str]] = {}
         self._keys: list[Key] = []  # ascending; the best level is the last
         self._sign = 1 if reverse else -1  # bids: key = price; asks: key = -price
@@ -133,8 +156,37 @@ class BookSide:
     def set(self, price: str, qty: str) -> None:
         self.update(((price, qty),))
 
+    def _fast_args(self) -> tuple[list[Key], float]:
+        """What the C loop works on besides the dict: the sorted keys, the keys' sign."""
+        return self._keys, float(self._sign)
+
     def update(self, levels: Iterable[Level]) -> None:
         """Set each level's absolute quantity; zero removes it."""
+        fast = self._fast
+        if fast is None or self._exact or (type(levels) is not tuple and type(levels) is not list):
+            self._py_apply(levels)
+        elif (
+            stopped := fast(self._levels, self._keys, self._sign, levels, 0, ZERO_SPELLINGS)
+        ) >= 0:
+            self._finish(levels, stopped)
+
+    def _finish(self, levels: Sequence[Level], stopped: int) -> None:
+        """Go on from the level the C loop left to Python (see the module docstring)."""
+        fast = self._fast
+        assert fast is not None
+        while True:
+            start = stopped + 1
+            self._py_apply(levels[stopped:start])  # may raise, or switch to Decimal keys
+            if self._exact:
+                self._py_apply(levels[start:])
+                return
+            order, sign = self._fast_args()
+            stopped = fast(self._levels, order, sign, levels, start, ZERO_SPELLINGS)
+            if stopped < 0:
+                return
+
+    def _py_apply(self, levels: Iterable[Level]) -> None:
+        """Set each level's absolute quantity; zero removes it (the reference loop)."""
         book, keys, sign, exact = self._levels, self._keys, self._sign, self._exact
         zeros = ZERO_SPELLINGS
         for price, qty in levels:
@@ -211,6 +263,7 @@ class LazySide(BookSide):
 
     def __init__(self, reverse: bool) -> None:
         super().__init__(reverse)
+        self._fast = None if _C is None else _C[1]
         self._heap: list[Key] = []  # the inner keys, a heap: the best level first
 
     def __len__(self) -> int:
@@ -226,8 +279,24 @@ class LazySide(BookSide):
     def _order(self) -> None:
         self._heap = sorted(self._levels)
 
+    def _fast_args(self) -> tuple[list[Key], float]:
+        return self._heap, float(-self._sign)
+
     def update(self, levels: Iterable[Level]) -> None:
         """Set each level's absolute quantity; zero removes it."""
+        fast = self._fast
+        if fast is None or self._exact or (type(levels) is not tuple and type(levels) is not list):
+            self._py_apply(levels)
+        elif (
+            stopped := fast(self._levels, self._heap, -self._sign, levels, 0, ZERO_SPELLINGS)
+        ) >= 0:
+            self._finish(levels, stopped)
+        if len(self._heap) > 2 * len(self._levels) + 64:  # mostly removed keys: rebuild
+            self._heap = list(self._levels)
+            heapify(self._heap)
+
+    def _py_apply(self, levels: Iterable[Level]) -> None:
+        """Set each level's absolute quantity; zero removes it (the reference loop)."""
         book, heap, inner, exact = self._levels, self._heap, -self._sign, self._exact
         zeros = ZERO_SPELLINGS
         for price, qty in levels:
@@ -250,9 +319,6 @@ class LazySide(BookSide):
                 if key not in book:
                     heappush(heap, key)
                 book[key] = (price, qty)
-        if len(heap) > 2 * len(book) + 64:  # mostly removed keys: rebuild
-            self._heap = list(book)
-            heapify(self._heap)
 
     def remove(self, key: Key) -> None:
         self._levels.pop(_neg(key), None)

@@ -22,7 +22,7 @@ import hashlib
 import itertools
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -54,6 +54,19 @@ SNAP_REQUEST: Final = "canonical"
 _CONN_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 _COLUMNS: Final = tuple(LEVELS_SCHEMA.names)
+
+
+def _c_floats() -> Callable[[Sequence[Level]], bytes | None] | None:
+    """booktape/_fastbook.c's ``level_floats`` (float() of every level string, packed),
+    or None where it was not built."""
+    try:
+        from booktape._fastbook import level_floats  # noqa: PLC0415 -- optional, built by gcc
+    except ImportError:
+        return None
+    return level_floats
+
+
+_C_FLOATS: Final = _c_floats()
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +158,8 @@ class _LevelRows:
             memory_pool=ARROW_POOL,
         )
         self._groups: list[tuple[int, int, int, int, int, str, bool, str, int]] = []
-        self._levels: list[str] = []  # per group: its price,qty strings joined by commas
+        # per group: its values packed by the C pass (bytes), or its strings joined by commas
+        self._levels: list[bytes | str] = []
         self._prices: list[np.ndarray[Any, Any]] = []  # the groups parsed so far, in parts
         self._qtys: list[np.ndarray[Any, Any]] = []
         self._pending = 0  # rows buffered
@@ -164,17 +178,19 @@ class _LevelRows:
         n = len(levels)
         if not n:
             return
-        try:
-            text = ",".join(itertools.chain.from_iterable(levels))  # compact until the flush
-        except TypeError:  # numbers, not strings: as float() reads them
-            text = ",".join(repr(float(x)) for level in levels for x in level)
-        if text.count(",") != 2 * n - 1:  # a level that is not two comma-free strings
-            for level in levels:
-                for x in level:
-                    float(x)  # raises for the culprit
-            raise ValueError(f"malformed levels {levels!r}")
+        piece: bytes | str | None = None if _C_FLOATS is None else _C_FLOATS(levels)
+        if piece is None:
+            try:
+                piece = ",".join(itertools.chain.from_iterable(levels))  # parsed at _parse
+            except TypeError:  # numbers, not strings: as float() reads them
+                piece = ",".join(repr(float(x)) for level in levels for x in level)
+            if piece.count(",") != 2 * n - 1:  # a level that is not two comma-free strings
+                for level in levels:
+                    for x in level:
+                        float(x)  # raises for the culprit
+                raise ValueError(f"malformed levels {levels!r}")
         self._groups.append((*ids, side, snapshot, source, n))
-        self._levels.append(text)
+        self._levels.append(piece)
         self._pending += n
         self.rows += n
         if len(self._levels) >= PARSE_GROUPS:
@@ -182,11 +198,18 @@ class _LevelRows:
 
     def _parse(self) -> None:
         """Parse the level strings buffered so far into float columns (8 bytes a value)."""
-        if self._levels:
-            prices, qtys = _floats(self._levels)
-            self._prices.append(prices)
-            self._qtys.append(qtys)
-            self._levels = []
+        if not self._levels:
+            return
+        runs: list[np.ndarray[Any, Any]] = []
+        for parsed, pieces in itertools.groupby(self._levels, key=lambda x: type(x) is bytes):
+            if parsed:
+                runs.append(np.frombuffer(b"".join(pieces), dtype=np.float64))  # type: ignore[arg-type]
+            else:
+                runs.append(_floats(list(pieces)))  # type: ignore[arg-type]
+        values = runs[0] if len(runs) == 1 else np.concatenate(runs)
+        self._prices.append(values[0::2].copy())
+        self._qtys.append(values[1::2].copy())
+        self._levels = []
 
     def maybe_flush(self) -> None:
         """Write a row group once a batch is full (called between events only)."""
@@ -240,18 +263,18 @@ class _LevelRows:
         self._writer.close()
 
 
-def _floats(groups: list[str]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """Every level's price and quantity as float64 columns, in order.
+def _floats(groups: list[str]) -> np.ndarray[Any, Any]:
+    """Every level's price and quantity as float64 values, in order (p1, q1, p2, ...).
 
     ``groups`` holds each group's strings joined by commas ("p1,q1,p2,q2,...").
     """
     strings = pa.array(groups, pa.string(), memory_pool=ARROW_POOL)
     texts = pc.split_pattern(strings, ",", memory_pool=ARROW_POOL).flatten()
     try:
-        values = texts.cast(pa.float64(), memory_pool=ARROW_POOL).to_numpy()
+        values: np.ndarray[Any, Any] = texts.cast(pa.float64(), memory_pool=ARROW_POOL).to_numpy()
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # a spelling Arrow does not read: as Python
         values = np.array([float(text) for text in texts.to_pylist()], dtype=np.float64)
-    return values[0::2].copy(), values[1::2].copy()
+    return values
 
 
 class DayWriter:
