@@ -48,6 +48,9 @@ GAPS_FILE: Final = "gaps.json"
 BATCH_ROWS: Final = 100_000
 PARSE_GROUPS: Final = 500  # groups whose level strings are parsed to floats at once
 ZSTD_LEVEL: Final = 3
+# deltas.jsonl.zst: zstd level 1 compresses the verbatim frames as well as level 3 (a
+# BTCUSDT day: 7.0x against 6.9x) in ~70 % of the time
+DELTAS_ZSTD_LEVEL: Final = 1
 CANONICAL_REGION: Final = "canonical"
 CANONICAL_COLLECTOR: Final = "merger"
 SNAP_REQUEST: Final = "canonical"
@@ -305,7 +308,7 @@ class DayWriter:
             collector=CANONICAL_COLLECTOR,
             host=CANONICAL_COLLECTOR,
         )
-        self._deltas = RecordWriter(self._deltas_file, header, level=ZSTD_LEVEL)
+        self._deltas = RecordWriter(self._deltas_file, header, level=DELTAS_ZSTD_LEVEL)
         self._book = OrderBook()
         self._last_ts = 0
         self.events = 0
