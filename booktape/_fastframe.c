@@ -327,10 +327,102 @@ depth_levels(PyObject *Py_UNUSED(module), PyObject *frame)
     return out;
 }
 
+/* --- record lines in encode_msg's own layout (booktape.codec.own_msg) ----------------- */
+
+#define MAX_NS 9223372036854775807ULL /* codec.MAX_NS */
+#define MAX_CONN 128
+
+static int
+conn_char(unsigned char ch)
+{
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9')
+           || ch == '_' || ch == '.' || ch == ':' || ch == '-';
+}
+
+/* One line (without its newline) as codec.own_msg reads it: 1 and (t, conn, frame) filled
+ * in when it is in the own layout, else 0. */
+static int
+own_line(const unsigned char *p, const unsigned char *end, unsigned long long *t,
+         const unsigned char **conn, Py_ssize_t *conn_len, const unsigned char **frame)
+{
+    Cursor c = {p, end};
+    if (!LITERAL(&c, "{\"k\":\"msg\",\"t\":") || !integer(&c, t) || *t > MAX_NS
+        || !LITERAL(&c, ",\"c\":\"")) {
+        return 0;
+    }
+    *conn = c.p;
+    while (c.p < c.end && c.p - *conn < MAX_CONN && conn_char(*c.p)) {
+        c.p++;
+    }
+    *conn_len = c.p - *conn;
+    if (*conn_len == 0 || !LITERAL(&c, "\",\"m\":") || c.p >= c.end || end[-1] != '}') {
+        return 0;
+    }
+    *frame = c.p;
+    return 1;
+}
+
+PyDoc_STRVAR(own_msgs_doc,
+"own_msgs(block, /)\n--\n\n"
+"The lines of a block of whole record lines (each ends with a newline): for a line in\n"
+"encode_msg's own layout the tuple (t, c, frame) that codec.own_msg gives, for any other\n"
+"line its bytes without the newline.");
+
+static PyObject *
+own_msgs(PyObject *Py_UNUSED(module), PyObject *block)
+{
+    if (!PyBytes_Check(block)) {
+        PyErr_Format(PyExc_TypeError, "a block is bytes, not %.100s", Py_TYPE(block)->tp_name);
+        return NULL;
+    }
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(block);
+    const unsigned char *end = p + PyBytes_GET_SIZE(block);
+    PyObject *out = PyList_New(0);
+    PyObject *last_conn = NULL; /* the connection id of the line before, reused when equal */
+    if (out == NULL) {
+        return NULL;
+    }
+    while (p < end) {
+        const unsigned char *nl = memchr(p, '\n', (size_t)(end - p));
+        const unsigned char *stop = nl == NULL ? end : nl;
+        unsigned long long t;
+        const unsigned char *conn, *frame;
+        Py_ssize_t conn_len;
+        PyObject *item;
+        if (own_line(p, stop, &t, &conn, &conn_len, &frame)) {
+            if (last_conn == NULL || PyUnicode_GET_LENGTH(last_conn) != conn_len
+                || memcmp(PyUnicode_1BYTE_DATA(last_conn), conn, (size_t)conn_len) != 0) {
+                Py_XDECREF(last_conn);
+                last_conn = ascii_str(conn, conn + conn_len);
+                if (last_conn == NULL) {
+                    Py_DECREF(out);
+                    return NULL;
+                }
+            }
+            item = Py_BuildValue("(KOy#)", t, last_conn, (const char *)frame,
+                                 (Py_ssize_t)(stop - 1 - frame));
+        }
+        else {
+            item = PyBytes_FromStringAndSize((const char *)p, stop - p);
+        }
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            Py_XDECREF(last_conn);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(item);
+        p = stop + 1;
+    }
+    Py_XDECREF(last_conn);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"fields", fields, METH_O, fields_doc},
     {"spot_depth", spot_depth, METH_O, spot_depth_doc},
     {"depth_levels", depth_levels, METH_O, depth_levels_doc},
+    {"own_msgs", own_msgs, METH_O, own_msgs_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -29,13 +29,35 @@ from booktape.codec import (
     encode_record,
     encode_snap,
     loads_json,
+    msg_prefix,
     own_msg,
 )
 from booktape.errors import CodecError, CorruptObjectError
 
 P = TypeVar("P")
 Prover = Callable[[bytes], P | None]  # a frame -> proof that it is JSON (and more), or None
-OwnMsg = tuple[int, str, bytes, bytes | None, P | None]  # a msg: t, c, frame, stored line, proof
+# a msg: t, c, frame, own (its stored line is own_line(t, c, frame)), proof
+OwnMsg = tuple[int, str, bytes, bool, P | None]
+
+
+def _c_own_msgs() -> Callable[[bytes], list[tuple[int, str, bytes] | bytes]] | None:
+    """booktape/_fastframe.c's ``own_msgs`` (:func:`~booktape.codec.own_msg` over a block of
+    lines), or None where it was not built."""
+    try:
+        from booktape._fastframe import own_msgs  # noqa: PLC0415 -- optional, built by gcc
+    except ImportError:
+        return None
+    return own_msgs
+
+
+_OWN_MSGS: Final = _c_own_msgs()
+
+
+def own_line(t_ns: int, conn: str, frame: bytes) -> bytes:
+    """The stored line (with its newline) of a msg that :meth:`ObjectReader.parts` gave
+    as own: the encoder's own layout, rebuilt byte for byte."""
+    return b"".join((msg_prefix(t_ns, conn), frame, b"}\n"))
+
 
 READ_CHUNK: Final = 1 << 16
 
@@ -189,40 +211,45 @@ class ObjectReader:
         line = self._next_line()
         if line is None:
             raise StopIteration
-        record = self._decode(line)
-        if isinstance(record, Header):
-            raise CorruptObjectError(self.name, f"line {self.line_no}: a second header")
-        return record
+        return self._data_record(line)
 
     def parts(self, prove: Prover[P] | None = None) -> Iterator[DataRecord | OwnMsg[P]]:
         """Each data record; a ``msg`` in :func:`encode_msg`'s own layout comes as an
-        :data:`OwnMsg` tuple ``(t, c, frame, line, proof)`` instead of a :class:`Msg`
+        :data:`OwnMsg` tuple ``(t, c, frame, own, proof)`` instead of a :class:`Msg`
         (cheaper: no record object is made).
 
-        ``line``: the record's line without its newline, which is exactly what
-        :func:`encode_record` gives for it (None when the frame holds a CR, stored as
+        ``own``: the record's stored line is exactly :func:`own_line` of it, which is what
+        :func:`encode_record` gives for it (False when the frame holds a CR, stored as
         ``b64`` by the encoder). ``prove``: called with the frame; what it returns (not
         None) vouches that the frame is JSON, which is then not parsed here, and is given
         back as ``proof`` (e.g. the frame's header read by the same regex).
         """
-        while (line := self._next_line()) is not None:
-            self.line_no += 1
-            own = own_msg(line)
-            if own is None:
-                self.line_no -= 1
-                record = self._decode(line)
-                if isinstance(record, Header):
-                    raise CorruptObjectError(self.name, f"line {self.line_no}: a second header")
-                yield record
-                continue
-            t, c, frame = own
-            proof = prove(frame) if prove is not None else None
-            if proof is None:
-                try:
-                    loads_json(frame, "spliced frame")
-                except CodecError as exc:
-                    raise CorruptObjectError(self.name, f"line {self.line_no}: {exc}") from exc
-            yield t, c, frame, None if b"\r" in frame else line, proof
+        own_msgs = _OWN_MSGS
+        if own_msgs is None:  # line by line, with the regex of codec.own_msg
+
+            def own_msgs(block: bytes) -> list[tuple[int, str, bytes] | bytes]:
+                return [own_msg(line) or line for line in block.split(b"\n")[:-1]]
+
+        while (block := self._next_block()) is not None:
+            for item in own_msgs(block):
+                if isinstance(item, bytes):
+                    yield self._data_record(item)
+                    continue
+                self.line_no += 1
+                t, c, frame = item
+                proof = prove(frame) if prove is not None else None
+                if proof is None:
+                    try:
+                        loads_json(frame, "spliced frame")
+                    except CodecError as exc:
+                        raise CorruptObjectError(self.name, f"line {self.line_no}: {exc}") from exc
+                yield t, c, frame, b"\r" not in frame, proof
+
+    def _data_record(self, line: bytes) -> DataRecord:
+        record = self._decode(line)
+        if isinstance(record, Header):
+            raise CorruptObjectError(self.name, f"line {self.line_no}: a second header")
+        return record
 
     def _decode(self, line: bytes) -> Record:
         self.line_no += 1
@@ -230,6 +257,27 @@ class ObjectReader:
             return decode_line(line)
         except CodecError as exc:
             raise CorruptObjectError(self.name, f"line {self.line_no}: {exc}") from exc
+
+    def _next_block(self) -> bytes | None:
+        """The next whole lines, each with its newline (what :meth:`_next_line` would give
+        one by one, first those it holds already); None at the end."""
+        if self._lines:  # left by _next_line (the header's chunk)
+            block = b"\n".join(reversed(self._lines)) + b"\n"
+            self._lines = []
+            return block
+        while not self._done:
+            chunk = self._file.read(self._chunk)
+            if not chunk:
+                self._finish()
+                return None
+            data = self._tail + self._inflate(chunk)
+            self._offset += len(chunk)
+            cut = data.rfind(b"\n") + 1
+            self._tail = data[cut:]
+            if cut:
+                self._lines_out += data.count(b"\n", 0, cut)
+                return data if cut == len(data) else data[:cut]
+        return None
 
     def _next_line(self) -> bytes | None:
         while not self._lines:

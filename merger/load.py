@@ -235,10 +235,10 @@ class ChunkReader:
         symbol = raw_key.symbol
         for part in parts:
             if type(part) is tuple:  # a msg in encode_msg's own layout
-                t, c, frame, line, proven = part
-                event = self._event(source, symbol, t, c, frame, line, proven)
+                t, c, frame, own, proven = part
+                event = self._event(source, symbol, t, c, frame, own, proven)
             elif type(part) is Msg:
-                event = self._event(source, symbol, part.t, part.c, part.raw, None, None)
+                event = self._event(source, symbol, part.t, part.c, part.raw, False, None)
             else:
                 if isinstance(part, Snap):
                     snapshot = self._snapshot(source, key, symbol, part)
@@ -258,7 +258,7 @@ class ChunkReader:
         t: int,
         c: str,
         frame: bytes,
-        line: bytes | None,
+        own: bool,
         header: DepthHeader | None,
     ) -> StreamEvent | None:
         if header is None:
@@ -275,8 +275,9 @@ class ChunkReader:
         if last is not None and header.last_id <= last:
             return None  # this connection gave it already (a resealed chunk)
         self._last_u[name] = header.last_id
-        if line is None:  # not stored in encode_msg's own layout: the line it would have
-            line = encode_read_msg(Msg(t, c, frame))
+        # stored in encode_msg's own layout: the line is rebuilt if the event is written;
+        # else (a CR in the frame, or a record in another layout) the line it would have
+        line = None if own else encode_read_msg(Msg(t, c, frame))
         return StreamEvent(source, name, t, header, frame, line)
 
     def _snapshot(self, source: str, key: str, symbol: str, record: Snap) -> SourceSnapshot | None:

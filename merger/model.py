@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from booktape.binance import DepthEvent, DepthHeader, DepthSnapshot
+from booktape.objects import own_line
 
 
 @dataclass(slots=True)
@@ -32,8 +33,15 @@ class StreamEvent:
     recv_ns: int  # local receive time ("t" of the record)
     header: DepthHeader  # ids and exchange time, read from the frame
     frame: bytes  # the frame, verbatim (raw or combined)
-    line: bytes  # the record line as stored, verbatim (for deltas.jsonl.zst)
+    line: bytes | None  # the record line as stored, verbatim; None: own_line() gives it
     decoded: DepthEvent | None = None  # its levels, once the stitcher has decoded it
+
+    def record_line(self) -> bytes:
+        """The record line as stored, with its newline (for deltas.jsonl.zst)."""
+        line = self.line
+        if line is None:  # encode_msg's own layout: rebuilt, not kept for every event read
+            return own_line(self.recv_ns, self.stream[len(self.source) + 1 :], self.frame)
+        return line if line.endswith(b"\n") else line + b"\n"
 
 
 @dataclass(frozen=True, slots=True)

@@ -344,7 +344,7 @@ class DayWriter:
         ids = (event.recv_ns, h.event_time, h.prev_id, h.first_id, h.last_id)
         self._levels.add(ids, decoded.bids, "bid", snapshot=False, source=event.source)
         self._levels.add(ids, decoded.asks, "ask", snapshot=False, source=event.source)
-        self._deltas.write_line(event.line if event.line.endswith(b"\n") else event.line + b"\n")
+        self._deltas.write_line(event.record_line())
         if self._keep_book:
             self._book.apply(decoded)
         self._last_ts = event.recv_ns

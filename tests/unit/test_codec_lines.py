@@ -13,13 +13,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from booktape import objects
 from booktape.binance import DepthHeader, parse_depth_header
-from booktape.codec import DataRecord, Header, Msg, decode_line, encode_msg
+from booktape.codec import DataRecord, Header, Msg, decode_line, encode_msg, own_msg
 from booktape.errors import CodecError, CorruptObjectError
 from booktape.fastframe import spot_depth_header
-from booktape.objects import Prover, RecordWriter, read_object, read_object_parts
+from booktape.objects import Prover, RecordWriter, own_line, read_object, read_object_parts
 
 HEADER = Header("binance", "depth", "BTCUSDT", "eu", "c1", "host")
+
+
+@pytest.fixture(autouse=True, params=["c", "regex"])
+def both_line_readers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test reads with booktape/_fastframe.c's own_msgs and with codec.own_msg."""
+    if request.param == "regex":
+        monkeypatch.setattr(objects, "_OWN_MSGS", None)
+    else:
+        assert objects._OWN_MSGS is not None  # make test builds the C pass
 FRAME = b'{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":5,"u":6,"b":[["1.5","2"]],"a":[]}'
 
 
@@ -34,9 +44,9 @@ def read_lines(
     proofs: list[DepthHeader | None] = []
     for part in parts:
         if type(part) is tuple:
-            t, c, frame, line, proof = part
+            t, c, frame, own, proof = part
             records.append(Msg(t, c, frame))
-            stored.append(line)
+            stored.append(own_line(t, c, frame)[:-1] if own else None)  # the line, rebuilt
             proofs.append(proof)
         else:
             records.append(part)  # type: ignore[arg-type]
@@ -145,8 +155,8 @@ def test_parts_give_own_layout_msgs_as_tuples_and_other_records_as_records() -> 
     assert header == HEADER
     assert truncated is not None
     heads = [orjson.loads(line) for line in lines]
-    assert parts[0] == (heads[0]["t"], "ws1", spot, lines[0][:-1], parse_depth_header(spot))
-    assert parts[1] == (heads[1]["t"], "ws1", FRAME, lines[1][:-1], None)  # not proven
+    assert parts[0] == (heads[0]["t"], "ws1", spot, True, parse_depth_header(spot))
+    assert parts[1] == (heads[1]["t"], "ws1", FRAME, True, None)  # not proven
     assert len(parts) < 4 or parts[2:] == [decode_line(conn), decode_line(spaced)]
     whole_header, whole, error = read_object_parts(object_of(lines), "k")
     assert (whole_header, error) == (HEADER, None)
@@ -154,7 +164,27 @@ def test_parts_give_own_layout_msgs_as_tuples_and_other_records_as_records() -> 
     assert (
         [part[:4] for part in whole[:2]]
         == [  # type: ignore[index]
-            (1, "ws1", spot, lines[0][:-1]),
-            (2, "ws1", FRAME, lines[1][:-1]),
+            (1, "ws1", spot, True),
+            (2, "ws1", FRAME, True),
         ]
     )
+
+
+_HEADS = st.sampled_from(
+    [b'{"k":"msg","t":', b'{"k":"msg","t": ', b'{"k":"bad","t":', b'{"k":"msg", "t":', b""]
+)
+_T = st.integers(0, 2**64).map(lambda t: b"%d" % t) | st.sampled_from([b"01", b"-1", b"", b"1.0"])
+_CONN = st.from_regex(rb"\A[A-Za-z0-9_.:\-]{1,130}\Z") | st.sampled_from([b"", b"a b", b"\xc3\xa9"])
+_TAIL = st.sampled_from([b'{"a":1}}', b"}", b"", b"{}", b'{"a":1}', b"}}", b'"x"}', b"\r}"])
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.tuples(_HEADS, _T, _CONN, _TAIL), min_size=1, max_size=5))
+def test_the_c_line_reader_answers_what_own_msg_answers(
+    pieces: list[tuple[bytes, bytes, bytes, bytes]],
+) -> None:
+    from booktape import _fastframe  # noqa: PLC0415
+
+    lines = [b'%s%s,"c":"%s","m":%s' % piece for piece in pieces]
+    expected = [own_msg(line) or line for line in lines]
+    assert _fastframe.own_msgs(b"".join(line + b"\n" for line in lines)) == expected
