@@ -113,6 +113,26 @@ class SourceTracker:
         while self._pending and recv_ns - self._pending[0][2] > FILL_HORIZON_NS:
             self._jump()
 
+    def add_all(self, events: list[StreamEvent]) -> None:
+        """:meth:`add` each event, in order (the usual continuing event inlined)."""
+        for event in events:
+            head = event.header
+            last = head.last_id
+            lowest, highest = self.first_update_id, self.last_update_id
+            if (
+                lowest is not None
+                and highest is not None
+                and head.prev_id <= self._cur < last
+                and not self._pending
+                and head.first_id >= lowest
+                and last > highest
+            ):  # continues the coverage: what add() would do, at a fraction of it
+                self.events += 1
+                self.last_update_id = self._cur = last
+                self._seg_to = max(self._seg_to, event.recv_ns)
+            else:
+                self.add(head.prev_id, head.first_id, last, event.recv_ns)
+
     def _drain(self) -> None:
         pending = self._pending
         while pending and pending[0][0] <= self._cur:
@@ -207,7 +227,7 @@ class ChunkReader:
         self._prove = None if market.is_futures else ProvenFrames(spot_depth_header)
         self.sources: dict[str, SourceTracker] = {}
         self._last_u: dict[str, int] = {}  # stream -> last u taken
-        self._names: dict[tuple[str, str], str] = {}  # (source, connection) -> stream name
+        self._names: dict[str, dict[str, str]] = {}  # source -> connection -> stream name
         self._digests: set[bytes] = set()  # sha256 of the chunks read (65 bytes each)
 
     def read(self, key: str, raw_key: RawKey, data: bytes) -> ChunkContent:
@@ -230,55 +250,42 @@ class ChunkReader:
         if truncated is not None:
             self.log.corrupt.append({"key": key, "error": f"truncated: {truncated}"})
         source = raw_key.source
-        tracker = self.sources.setdefault(source, SourceTracker())
-        events = content.events
         symbol = raw_key.symbol
-        for part in parts:
+        market = self.market
+        names = self._names.setdefault(source, {})  # connection id -> stream name
+        last_u = self._last_u
+        events = content.events
+        for part in parts:  # the hot loop: ~3 events a BTCUSDT day's 100 ms, every source
             if type(part) is tuple:  # a msg in encode_msg's own layout
-                t, c, frame, own, proven = part
-                event = self._event(source, symbol, t, c, frame, own, proven)
+                t, c, frame, own, head = part
             elif type(part) is Msg:
-                event = self._event(source, symbol, part.t, part.c, part.raw, False, None)
+                t, c, frame, own, head = part.t, part.c, part.raw, False, None
             else:
                 if isinstance(part, Snap):
                     snapshot = self._snapshot(source, key, symbol, part)
                     if snapshot is not None:
                         content.snapshots.append(snapshot)
                 continue
-            if event is not None:
-                events.append(event)
-                head = event.header
-                tracker.add(head.prev_id, head.first_id, head.last_id, event.recv_ns)
+            if head is None:
+                try:
+                    head = parse_depth_header(frame, market)
+                except FrameError:
+                    continue  # a reply, an error or another stream: not part of the book
+            if head.symbol != symbol:
+                continue
+            name = names.get(c)
+            if name is None:
+                name = names[c] = f"{source}/{c}"
+            last = last_u.get(name)
+            if last is not None and head.last_id <= last:
+                continue  # this connection gave it already (a resealed chunk)
+            last_u[name] = head.last_id
+            # stored in encode_msg's own layout: the line is rebuilt if the event is
+            # written; else (a CR in the frame, another layout) the line it would have
+            line = None if own else encode_read_msg(Msg(t, c, frame))
+            events.append(StreamEvent(source, name, t, head, frame, line))
+        self.sources.setdefault(source, SourceTracker()).add_all(events)
         return content
-
-    def _event(  # noqa: PLR0917 - the parts of a msg record, unpacked
-        self,
-        source: str,
-        symbol: str,
-        t: int,
-        c: str,
-        frame: bytes,
-        own: bool,
-        header: DepthHeader | None,
-    ) -> StreamEvent | None:
-        if header is None:
-            try:
-                header = parse_depth_header(frame, self.market)
-            except FrameError:
-                return None  # a reply, an error or another stream: not part of the book
-        if header.symbol != symbol:
-            return None
-        name = self._names.get((source, c))
-        if name is None:
-            name = self._names[(source, c)] = f"{source}/{c}"
-        last = self._last_u.get(name)
-        if last is not None and header.last_id <= last:
-            return None  # this connection gave it already (a resealed chunk)
-        self._last_u[name] = header.last_id
-        # stored in encode_msg's own layout: the line is rebuilt if the event is written;
-        # else (a CR in the frame, or a record in another layout) the line it would have
-        line = None if own else encode_read_msg(Msg(t, c, frame))
-        return StreamEvent(source, name, t, header, frame, line)
 
     def _snapshot(self, source: str, key: str, symbol: str, record: Snap) -> SourceSnapshot | None:
         status = record.extra.get("status")
