@@ -140,14 +140,14 @@ def decode_closing(data: bytes) -> BookImage:
 
 
 class _LevelRows:
-    """Rows buffered per group (one side of one item), turned into columns in bulk.
+    """Rows buffered per group (one item: its bids, then its asks), made columns in bulk.
 
-    :meth:`add` keeps one tuple and the level strings per group, and every
-    :data:`PARSE_GROUPS` groups has Arrow parse those strings at once into float64 values
-    (as Python's ``float()`` would, correctly rounded), so a batch is held as 16 bytes a
-    row, not as strings; :meth:`flush` builds the other columns with numpy (ids and labels
-    repeated over each group's levels) and writes a row group every :data:`BATCH_ROWS`
-    rows or more.
+    :meth:`add` keeps one tuple and the level values per group: packed float64 values
+    when booktape/_fastbook.c reads them (``float()`` of each string), else the strings,
+    which every :data:`PARSE_GROUPS` groups Arrow parses at once (as Python's ``float()``
+    would, correctly rounded), so a batch is held as 16 bytes a row, not as strings;
+    :meth:`flush` builds the other columns with numpy (ids and labels repeated over each
+    group's levels) and writes a row group every :data:`BATCH_ROWS` rows or more.
     """
 
     def __init__(self, path: Path) -> None:
@@ -160,7 +160,8 @@ class _LevelRows:
             write_statistics=True,
             memory_pool=ARROW_POOL,
         )
-        self._groups: list[tuple[int, int, int, int, int, str, bool, str, int]] = []
+        # local_ts, exchange_ts, prev, first, last, is_snapshot, source, bid rows, ask rows
+        self._groups: list[tuple[int, int, int, int, int, bool, str, int, int]] = []
         # per group: its values packed by the C pass (bytes), or its strings joined by commas
         self._levels: list[bytes | str] = []
         self._prices: list[np.ndarray[Any, Any]] = []  # the groups parsed so far, in parts
@@ -168,34 +169,34 @@ class _LevelRows:
         self._pending = 0  # rows buffered
         self.rows = 0
 
-    def add(
+    def add(  # noqa: PLR0917 - one group's ids and levels, positional on the hot path
         self,
-        ids: tuple[int, int, int, int, int],
-        levels: Iterable[Level],
-        side: str,
+        local_ts: int,
+        exchange_ts: int,
+        prev_id: int,
+        first_id: int,
+        last_id: int,
+        bids: Iterable[Level],
+        asks: Iterable[Level],
         *,
         snapshot: bool,
         source: str,
     ) -> None:
-        levels = levels if isinstance(levels, (list, tuple)) else list(levels)
-        n = len(levels)
-        if not n:
+        bids = bids if isinstance(bids, (list, tuple)) else list(bids)
+        asks = asks if isinstance(asks, (list, tuple)) else list(asks)
+        nb, na = len(bids), len(asks)
+        if not nb + na:
             return
+        levels = (*bids, *asks)
         piece: bytes | str | None = None if _C_FLOATS is None else _C_FLOATS(levels)
         if piece is None:
-            try:
-                piece = ",".join(itertools.chain.from_iterable(levels))  # parsed at _parse
-            except TypeError:  # numbers, not strings: as float() reads them
-                piece = ",".join(repr(float(x)) for level in levels for x in level)
-            if piece.count(",") != 2 * n - 1:  # a level that is not two comma-free strings
-                for level in levels:
-                    for x in level:
-                        float(x)  # raises for the culprit
-                raise ValueError(f"malformed levels {levels!r}")
-        self._groups.append((*ids, side, snapshot, source, n))
+            piece = _joined(levels)
+        self._groups.append(
+            (local_ts, exchange_ts, prev_id, first_id, last_id, snapshot, source, nb, na)
+        )
         self._levels.append(piece)
-        self._pending += n
-        self.rows += n
+        self._pending += nb + na
+        self.rows += nb + na
         if len(self._levels) >= PARSE_GROUPS:
             self._parse()
 
@@ -223,21 +224,26 @@ class _LevelRows:
         if not self._groups:
             return
         columns = list(zip(*self._groups, strict=True))
-        counts = np.array(columns[8], dtype=np.int64)
+        bid_rows = np.array(columns[7], dtype=np.int64)
+        ask_rows = np.array(columns[8], dtype=np.int64)
+        counts = bid_rows + ask_rows
+        sides = np.empty(2 * len(counts), dtype=np.int64)  # each group's bid, then ask rows
+        sides[0::2], sides[1::2] = bid_rows, ask_rows
 
         def repeated(values: tuple[Any, ...], dtype: type) -> pa.Array:
             return pa.array(
                 np.repeat(np.array(values, dtype=dtype), counts), memory_pool=ARROW_POOL
             )
 
-        def labels(values: tuple[str, ...]) -> pa.Array:
-            names = sorted(set(values))
-            index = {name: i for i, name in enumerate(names)}
-            codes = np.array([index[v] for v in values], dtype=np.int32)
+        def labels(names: list[str], codes: np.ndarray[Any, Any], per: Any) -> pa.Array:
             names_array = pa.array(names, pa.string(), memory_pool=ARROW_POOL)
-            indices = pa.array(np.repeat(codes, counts), memory_pool=ARROW_POOL)
+            indices = pa.array(np.repeat(codes, per), memory_pool=ARROW_POOL)
             return pc.take(names_array, indices, memory_pool=ARROW_POOL)
 
+        sources = sorted(set(columns[6]))
+        index = {name: i for i, name in enumerate(sources)}
+        source_codes = np.array([index[v] for v in columns[6]], dtype=np.int32)
+        side_codes = np.tile(np.array([1, 0], dtype=np.int32), len(counts))  # bid=1, ask=0
         self._parse()
         prices = pa.array(np.concatenate(self._prices), memory_pool=ARROW_POOL)
         qtys = pa.array(np.concatenate(self._qtys), memory_pool=ARROW_POOL)
@@ -248,11 +254,11 @@ class _LevelRows:
             "prev_update_id": repeated(columns[2], np.int64),
             "first_update_id": repeated(columns[3], np.int64),
             "last_update_id": repeated(columns[4], np.int64),
-            "side": labels(columns[5]),
+            "side": labels(["ask", "bid"], side_codes, sides),
             "price": prices,
             "qty": qtys,
-            "is_snapshot": repeated(columns[6], np.bool_),
-            "source": labels(columns[7]),
+            "is_snapshot": repeated(columns[5], np.bool_),
+            "source": labels(sources, source_codes, counts),
         }
         table = pa.Table.from_arrays([arrays[name] for name in _COLUMNS], schema=LEVELS_SCHEMA)
         self._writer.write_table(table, row_group_size=BATCH_ROWS * 2)
@@ -264,6 +270,20 @@ class _LevelRows:
     def close(self) -> None:
         self.flush()
         self._writer.close()
+
+
+def _joined(levels: Sequence[Level]) -> str:
+    """A group's level strings joined by commas ("p1,q1,p2,q2,..."), for Arrow to parse."""
+    try:
+        text = ",".join(itertools.chain.from_iterable(levels))
+    except TypeError:  # numbers, not strings: as float() reads them
+        text = ",".join(repr(float(x)) for level in levels for x in level)
+    if text.count(",") != 2 * len(levels) - 1:  # a level that is not two comma-free strings
+        for level in levels:
+            for x in level:
+                float(x)  # raises for the culprit
+        raise ValueError(f"malformed levels {levels!r}")
+    return text
 
 
 def _floats(groups: list[str]) -> np.ndarray[Any, Any]:
@@ -327,9 +347,10 @@ class DayWriter:
 
     def _add_image(self, image: BookImage) -> None:
         uid = image.last_update_id
-        ids = (image.local_ts, 0, uid, uid, uid)
-        self._levels.add(ids, image.bids, "bid", snapshot=True, source=image.source)
-        self._levels.add(ids, image.asks, "ask", snapshot=True, source=image.source)
+        self._levels.add(
+            image.local_ts, 0, uid, uid, uid, image.bids, image.asks,
+            snapshot=True, source=image.source,
+        )  # fmt: skip
         self._deltas.write_line(image_line(image))
         self._book = OrderBook()
         if self._keep_book:
@@ -341,9 +362,10 @@ class DayWriter:
     def _add_event(self, event: StreamEvent) -> None:
         decoded = event.decoded or decode_depth(event.frame, self.market)
         h = event.header
-        ids = (event.recv_ns, h.event_time, h.prev_id, h.first_id, h.last_id)
-        self._levels.add(ids, decoded.bids, "bid", snapshot=False, source=event.source)
-        self._levels.add(ids, decoded.asks, "ask", snapshot=False, source=event.source)
+        self._levels.add(
+            event.recv_ns, h.event_time, h.prev_id, h.first_id, h.last_id,
+            decoded.bids, decoded.asks, snapshot=False, source=event.source,
+        )  # fmt: skip
         self._deltas.write_line(event.record_line())
         if self._keep_book:
             self._book.apply(decoded)
