@@ -93,6 +93,36 @@ plain_value(const char *s, Py_ssize_t n)
     return (double)mantissa / EXACT_POW10[fraction < 0 ? 0 : fraction];
 }
 
+/* float(price) for a plain decimal of at most 15 characters, in one pass: 1 and *value,
+ * or 0 (another string). At most 15 digits and 15 after the point: the exact division. */
+static int
+short_price(PyObject *text, double *value)
+{
+    if (!PyUnicode_IS_COMPACT_ASCII(text) || PyUnicode_GET_LENGTH(text) > SHORT) {
+        return 0;
+    }
+    const char *s = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    unsigned long long mantissa = 0;
+    int digits = 0, fraction = -1; /* digits after the point; -1: no point */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch >= '0' && ch <= '9') {
+            mantissa = mantissa * 10 + (unsigned long long)(ch - '0');
+            digits = 1;
+            fraction += fraction >= 0;
+        }
+        else if (ch != '.' || fraction >= 0) {
+            return 0;
+        }
+        else {
+            fraction = 0;
+        }
+    }
+    *value = (double)mantissa / EXACT_POW10[fraction < 0 ? 0 : fraction];
+    return digits;
+}
+
 typedef struct {
     PyObject *pair;  /* the level itself when it is a tuple (kept as the value), else NULL */
     PyObject *price;
@@ -122,12 +152,9 @@ read_level(PyObject *level, double sign, PyObject *zeros, Step *step)
     const char *s;
     Py_ssize_t n;
     int nonzero;
-    if (!PyUnicode_CheckExact(price) || !PyUnicode_CheckExact(qty)
-        || !plain_decimal(price, &s, &n, &nonzero) || n > SHORT) {
-        return 0;
-    }
-    double value = plain_value(s, n); /* at most 15 digits: the exact division */
-    if (!(FLOAT_LOW < value && value < FLOAT_HIGH)) {
+    double value;
+    if (!PyUnicode_CheckExact(price) || !PyUnicode_CheckExact(qty) || !short_price(price, &value)
+        || !(FLOAT_LOW < value && value < FLOAT_HIGH)) {
         return 0;
     }
     if (!plain_decimal(qty, &s, &n, &nonzero) || n > LONGEST_QTY) {
@@ -162,16 +189,20 @@ store(PyObject *book, PyObject *key, Step *step)
     return rc;
 }
 
-/* book.pop(key, None): one lookup when the price is not there (the usual removal of a
- * level the book never had raises no KeyError). */
+/* book.pop(key, None), no KeyError raised for a price the book does not hold. */
 static int
 pop(PyObject *book, PyObject *key)
 {
-    PyObject *value = PyDict_GetItemWithError(book, key); /* borrowed */
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyDict_Pop(book, key, NULL) < 0 ? -1 : 0;
+#else
+    PyObject *value = _PyDict_Pop(book, key, Py_None); /* one hash, one lookup */
     if (value == NULL) {
-        return PyErr_Occurred() ? -1 : 0;
+        return -1;
     }
-    return PyDict_DelItem(book, key);
+    Py_DECREF(value);
+    return 0;
+#endif
 }
 
 /* Whether a < b, for two heap or list items (floats on a float-keyed side). */
