@@ -23,9 +23,9 @@ from booktape.objects import own_line
 class StreamEvent:
     """One depth event as one connection of one source recorded it.
 
-    Treat as immutable. Not a frozen dataclass only because ~100,000 are made for each
-    hour of a day (every recorded event of every source), and a frozen one takes about
-    twice as long to make.
+    Treat as immutable, but for ``decoded``, which the stitcher sets once on the events it
+    takes. Not a frozen dataclass because ~100,000 are made for each hour of a day (every
+    recorded event of every source), and a frozen one takes about twice as long to make.
     """
 
     source: str  # "region.collector"

@@ -341,10 +341,8 @@ class Stitcher:
             if pending is not None:
                 yield pending
                 pending = None
-            yield StreamEvent(  # with its levels: the writer needs no decode
-                picked.source, picked.stream, picked.recv_ns, picked.header, picked.frame,
-                picked.line, event,
-            )  # fmt: skip
+            picked.decoded = event  # with its levels: the writer needs no decode
+            yield picked
         left: set[tuple[int, int]] = set()
         self._cursors.drain(left)
         log.unusable_before_anchor += len(left)
