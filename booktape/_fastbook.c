@@ -6,7 +6,7 @@
  *
  *   - it is a tuple or list of two items, both exact str;
  *   - its price is a plain decimal (digits, at most one point) of at most 15 characters
- *     and not zero: float() of it is one exact division (plain_value), the side's key;
+ *     and not zero: float() of it is one exact division (short_price), the side's key;
  *   - its quantity is a plain decimal of at most 300 characters: float() of it is positive
  *     and finite when a digit is not 0, else it is zero and must be a spelling in the
  *     known zeros (bookside.ZERO_SPELLINGS).
@@ -64,33 +64,45 @@ plain_decimal(PyObject *text, const char **data, Py_ssize_t *size, int *nonzero)
     return digits;
 }
 
-/* float(text) of a plain decimal (plain_decimal() said so): the exact division for at
- * most 15 digits and at most 22 after the point (both operands exact doubles), else
- * CPython's own correctly rounded strtod, as float() calls it. */
-static double
-plain_value(const char *s, Py_ssize_t n)
+/* float(text) for a plain decimal of at most LONGEST_QTY characters, read in one pass:
+ * 1 and *value; 0: another string; -1: error. At most 15 significant digits and at most
+ * 22 after the point make the exact division of two exact doubles; any other plain
+ * decimal goes to CPython's own correctly rounded strtod, as float() does. */
+static int
+plain_float(PyObject *text, double *value)
 {
+    if (!PyUnicode_IS_COMPACT_ASCII(text) || PyUnicode_GET_LENGTH(text) > LONGEST_QTY) {
+        return 0;
+    }
+    const char *s = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     unsigned long long mantissa = 0;
-    int digits = 0, fraction = -1;
+    int significant = 0, any = 0, fraction = -1; /* fraction: digits after the point */
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (s[i] == '.') {
+        char ch = s[i];
+        if (ch >= '0' && ch <= '9') {
+            any = 1;
+            fraction += fraction >= 0;
+            if ((mantissa != 0 || ch != '0') && ++significant <= SHORT) {
+                mantissa = mantissa * 10 + (unsigned long long)(ch - '0');
+            }
+        }
+        else if (ch != '.' || fraction >= 0) {
+            return 0;
+        }
+        else {
             fraction = 0;
-            continue;
         }
-        if (mantissa == 0 && s[i] == '0') {
-            fraction += fraction >= 0; /* a leading zero adds no significant digit */
-            continue;
-        }
-        if (++digits > SHORT) {
-            return PyOS_string_to_double(s, NULL, NULL); /* NUL-terminated (a compact str) */
-        }
-        mantissa = mantissa * 10 + (unsigned long long)(s[i] - '0');
-        fraction += fraction >= 0;
     }
-    if (fraction > 22) {
-        return PyOS_string_to_double(s, NULL, NULL);
+    if (!any) {
+        return 0;
     }
-    return (double)mantissa / EXACT_POW10[fraction < 0 ? 0 : fraction];
+    if (significant > SHORT || fraction > 22) {
+        *value = PyOS_string_to_double(s, NULL, NULL); /* NUL-terminated (a compact str) */
+        return *value == -1.0 && PyErr_Occurred() ? -1 : 1;
+    }
+    *value = (double)mantissa / EXACT_POW10[fraction < 0 ? 0 : fraction];
+    return 1;
 }
 
 /* float(price) for a plain decimal of at most 15 characters, in one pass: 1 and *value,
@@ -418,18 +430,14 @@ level_floats(PyObject *Py_UNUSED(module), PyObject *levels)
         }
         for (Py_ssize_t j = 0; j < 2; j++) {
             PyObject *text = PyTuple_GET_ITEM(level, j);
-            const char *s;
-            Py_ssize_t n;
-            int nonzero;
-            if (!PyUnicode_CheckExact(text) || !plain_decimal(text, &s, &n, &nonzero)
-                || n > LONGEST_QTY) {
+            double value;
+            int ours = PyUnicode_CheckExact(text) ? plain_float(text, &value) : 0;
+            if (ours <= 0) {
                 Py_DECREF(out);
+                if (ours < 0) {
+                    return NULL;
+                }
                 Py_RETURN_NONE;
-            }
-            double value = plain_value(s, n);
-            if (value == -1.0 && PyErr_Occurred()) {
-                Py_DECREF(out);
-                return NULL;
             }
             values[2 * i + j] = value;
         }
