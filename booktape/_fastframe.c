@@ -363,20 +363,29 @@ own_line(const unsigned char *p, const unsigned char *end, unsigned long long *t
 }
 
 PyDoc_STRVAR(own_msgs_doc,
-"own_msgs(block, /)\n--\n\n"
-"The lines of a block of whole record lines (each ends with a newline): for a line in\n"
+"own_msgs(block, end, /)\n--\n\n"
+"The lines of block[:end], whole record lines (each ends with a newline): for a line in\n"
 "encode_msg's own layout the tuple (t, c, frame) that codec.own_msg gives, for any other\n"
 "line its bytes without the newline.");
 
 static PyObject *
-own_msgs(PyObject *Py_UNUSED(module), PyObject *block)
+own_msgs(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (!PyBytes_Check(block)) {
-        PyErr_Format(PyExc_TypeError, "a block is bytes, not %.100s", Py_TYPE(block)->tp_name);
+    if (nargs != 2 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "own_msgs(block: bytes, end: int)");
+        return NULL;
+    }
+    PyObject *block = args[0];
+    Py_ssize_t size = PyLong_AsSsize_t(args[1]);
+    if (size == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (size < 0 || size > PyBytes_GET_SIZE(block)) {
+        PyErr_SetString(PyExc_ValueError, "own_msgs: end outside the block");
         return NULL;
     }
     const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(block);
-    const unsigned char *end = p + PyBytes_GET_SIZE(block);
+    const unsigned char *end = p + size;
     PyObject *out = PyList_New(0);
     PyObject *last_conn = NULL; /* the connection id of the line before, reused when equal */
     if (out == NULL) {
@@ -422,7 +431,7 @@ static PyMethodDef methods[] = {
     {"fields", fields, METH_O, fields_doc},
     {"spot_depth", spot_depth, METH_O, spot_depth_doc},
     {"depth_levels", depth_levels, METH_O, depth_levels_doc},
-    {"own_msgs", own_msgs, METH_O, own_msgs_doc},
+    {"own_msgs", (PyCFunction)(void (*)(void))own_msgs, METH_FASTCALL, own_msgs_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -40,7 +40,10 @@ Prover = Callable[[bytes], P | None]  # a frame -> proof that it is JSON (and mo
 OwnMsg = tuple[int, str, bytes, bool, P | None]
 
 
-def _c_own_msgs() -> Callable[[bytes], list[tuple[int, str, bytes] | bytes]] | None:
+OwnMsgs = Callable[[bytes, int], list[tuple[int, str, bytes] | bytes]]
+
+
+def _c_own_msgs() -> OwnMsgs | None:
     """booktape/_fastframe.c's ``own_msgs`` (:func:`~booktape.codec.own_msg` over a block of
     lines), or None where it was not built."""
     try:
@@ -224,14 +227,8 @@ class ObjectReader:
         None) vouches that the frame is JSON, which is then not parsed here, and is given
         back as ``proof`` (e.g. the frame's header read by the same regex).
         """
-        own_msgs = _OWN_MSGS
-        if own_msgs is None:  # line by line, with the regex of codec.own_msg
-
-            def own_msgs(block: bytes) -> list[tuple[int, str, bytes] | bytes]:
-                return [own_msg(line) or line for line in block.split(b"\n")[:-1]]
-
-        while (block := self._next_block()) is not None:
-            for item in own_msgs(block):
+        while (items := self._next_items(_OWN_MSGS or _py_own_msgs)) is not None:
+            for item in items:
                 if isinstance(item, bytes):
                     yield self._data_record(item)
                     continue
@@ -258,13 +255,13 @@ class ObjectReader:
         except CodecError as exc:
             raise CorruptObjectError(self.name, f"line {self.line_no}: {exc}") from exc
 
-    def _next_block(self) -> bytes | None:
-        """The next whole lines, each with its newline (what :meth:`_next_line` would give
-        one by one, first those it holds already); None at the end."""
-        if self._lines:  # left by _next_line (the header's chunk)
+    def _next_items(self, own_msgs: OwnMsgs) -> list[tuple[int, str, bytes] | bytes] | None:
+        """``own_msgs`` of the next whole lines (first those :meth:`_next_line` holds
+        already); None at the end."""
+        if self._lines:  # left by _next_line (the header's chunk), counted there
             block = b"\n".join(reversed(self._lines)) + b"\n"
             self._lines = []
-            return block
+            return own_msgs(block, len(block))
         while not self._done:
             chunk = self._file.read(self._chunk)
             if not chunk:
@@ -275,8 +272,9 @@ class ObjectReader:
             cut = data.rfind(b"\n") + 1
             self._tail = data[cut:]
             if cut:
-                self._lines_out += data.count(b"\n", 0, cut)
-                return data if cut == len(data) else data[:cut]
+                items = own_msgs(data, cut)
+                self._lines_out += len(items)
+                return items
         return None
 
     def _next_line(self) -> bytes | None:
@@ -321,6 +319,11 @@ class ObjectReader:
             self._error = "the zstd stream ends inside a frame"
         elif self._tail:
             self._error = "the last line has no newline"
+
+
+def _py_own_msgs(block: bytes, end: int) -> list[tuple[int, str, bytes] | bytes]:
+    """booktape/_fastframe.c's ``own_msgs`` with the regex of :func:`codec.own_msg`."""
+    return [own_msg(line) or line for line in block[:end].split(b"\n")[:-1]]
 
 
 def iter_object(fileobj: Source, name: str) -> ObjectReader:

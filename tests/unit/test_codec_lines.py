@@ -187,4 +187,20 @@ def test_the_c_line_reader_answers_what_own_msg_answers(
 
     lines = [b'%s%s,"c":"%s","m":%s' % piece for piece in pieces]
     expected = [own_msg(line) or line for line in lines]
-    assert _fastframe.own_msgs(b"".join(line + b"\n" for line in lines)) == expected
+    block = b"".join(line + b"\n" for line in lines)
+    assert _fastframe.own_msgs(block, len(block)) == expected
+    assert _fastframe.own_msgs(block + b'{"k":"msg"', len(block)) == expected  # a cut line
+
+
+def test_the_c_line_reader_reads_only_up_to_the_end_it_is_given() -> None:
+    from booktape import _fastframe  # noqa: PLC0415
+
+    block = b'{"k":"msg","t":1,"c":"a","m":{}}\nxy\n'
+    assert _fastframe.own_msgs(block, 0) == []
+    assert _fastframe.own_msgs(block, 33) == [(1, "a", b"{}")]
+    assert _fastframe.own_msgs(block, len(block)) == [(1, "a", b"{}"), b"xy"]
+    for end in (-1, len(block) + 1):
+        with pytest.raises(ValueError, match="outside"):
+            _fastframe.own_msgs(block, end)
+    with pytest.raises(TypeError):
+        _fastframe.own_msgs(bytearray(block), 1)  # type: ignore[arg-type]
