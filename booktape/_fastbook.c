@@ -312,18 +312,53 @@ length(PyObject *levels)
     return PyList_CheckExact(levels) ? PyList_GET_SIZE(levels) : PyTuple_GET_SIZE(levels);
 }
 
-PyDoc_STRVAR(lazy_update_doc,
-"lazy_update(book, heap, sign, levels, start, zeros, /)\n--\n\n"
-"LazySide.update's loop over levels[start:] (sign: the inner key's sign, +1.0 or -1.0):\n"
-"-1 when every level is applied, else the index of the first level left to Python.");
-
-static PyObject *
-lazy_update(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+/* One level applied to a side: LazySide's (the dict and the heap). */
+static int
+apply_lazy(PyObject *book, PyObject *heap, PyObject *key, Step *step)
 {
-    PyObject *book, *heap, *levels, *zeros;
+    if (step->remove) { /* book.pop(key, None) */
+        return pop(book, key);
+    }
+    /* if key not in book: heappush(heap, key); book[key] = (price, qty) */
+    Py_ssize_t before = PyDict_GET_SIZE(book);
+    int rc = store(book, key, step);
+    if (rc == 0 && PyDict_GET_SIZE(book) > before) { /* a new price */
+        rc = heap_push(heap, key);
+    }
+    return rc;
+}
+
+/* One level applied to a side: BookSide's (the dict and the sorted keys). */
+static int
+apply_sorted(PyObject *book, PyObject *keys, PyObject *key, Step *step)
+{
+    Py_ssize_t before = PyDict_GET_SIZE(book);
+    if (step->remove) { /* if book.pop(key, None) is not None: del keys[bisect_left(..)] */
+        int rc = pop(book, key);
+        if (rc == 0 && PyDict_GET_SIZE(book) < before) {
+            Py_ssize_t at = bisect(keys, key, 0);
+            rc = at < 0 ? -1 : PyList_SetSlice(keys, at, at + 1, NULL);
+        }
+        return rc;
+    }
+    /* if key not in book: insort(keys, key); book[key] = (price, qty) */
+    int rc = store(book, key, step);
+    if (rc == 0 && PyDict_GET_SIZE(book) > before) { /* a new price */
+        Py_ssize_t at = bisect(keys, key, 1);
+        rc = at < 0 ? -1 : PyList_Insert(keys, at, key);
+    }
+    return rc;
+}
+
+/* The loop both update functions share: levels[start:] until one is left to Python. */
+static PyObject *
+update(PyObject *const *args, Py_ssize_t nargs, const char *name,
+       int (*apply)(PyObject *, PyObject *, PyObject *, Step *))
+{
+    PyObject *book, *order, *levels, *zeros;
     double sign;
     Py_ssize_t start;
-    if (!unpack(args, nargs, "lazy_update", &book, &heap, &sign, &levels, &start, &zeros)) {
+    if (!unpack(args, nargs, name, &book, &order, &sign, &levels, &start, &zeros)) {
         return NULL;
     }
     for (Py_ssize_t i = start; i < length(levels); i++) {
@@ -336,23 +371,24 @@ lazy_update(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
         if (key == NULL) {
             return NULL;
         }
-        int rc;
-        if (step.remove) { /* book.pop(key, None) */
-            rc = pop(book, key);
-        }
-        else { /* if key not in book: heappush(heap, key); book[key] = (price, qty) */
-            Py_ssize_t before = PyDict_GET_SIZE(book);
-            rc = store(book, key, &step);
-            if (rc == 0 && PyDict_GET_SIZE(book) > before) { /* a new price */
-                rc = heap_push(heap, key);
-            }
-        }
+        int rc = apply(book, order, key, &step);
         Py_DECREF(key);
         if (rc < 0) {
             return NULL;
         }
     }
     return PyLong_FromLong(-1);
+}
+
+PyDoc_STRVAR(lazy_update_doc,
+"lazy_update(book, heap, sign, levels, start, zeros, /)\n--\n\n"
+"LazySide.update's loop over levels[start:] (sign: the inner key's sign, +1.0 or -1.0):\n"
+"-1 when every level is applied, else the index of the first level left to Python.");
+
+static PyObject *
+lazy_update(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    return update(args, nargs, "lazy_update", apply_lazy);
 }
 
 PyDoc_STRVAR(sorted_update_doc,
@@ -363,45 +399,7 @@ PyDoc_STRVAR(sorted_update_doc,
 static PyObject *
 sorted_update(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *book, *keys, *levels, *zeros;
-    double sign;
-    Py_ssize_t start;
-    if (!unpack(args, nargs, "sorted_update", &book, &keys, &sign, &levels, &start, &zeros)) {
-        return NULL;
-    }
-    for (Py_ssize_t i = start; i < length(levels); i++) {
-        Step step;
-        int ours = read_level(level_at(levels, i), sign, zeros, &step);
-        if (ours <= 0) {
-            return ours < 0 ? NULL : PyLong_FromSsize_t(i);
-        }
-        PyObject *key = PyFloat_FromDouble(step.key);
-        if (key == NULL) {
-            return NULL;
-        }
-        int rc;
-        if (step.remove) { /* if book.pop(key, None) is not None: del keys[bisect_left(..)] */
-            Py_ssize_t before = PyDict_GET_SIZE(book);
-            rc = pop(book, key);
-            if (rc == 0 && PyDict_GET_SIZE(book) < before) {
-                Py_ssize_t at = bisect(keys, key, 0);
-                rc = at < 0 ? -1 : PyList_SetSlice(keys, at, at + 1, NULL);
-            }
-        }
-        else { /* if key not in book: insort(keys, key); book[key] = (price, qty) */
-            Py_ssize_t before = PyDict_GET_SIZE(book);
-            rc = store(book, key, &step);
-            if (rc == 0 && PyDict_GET_SIZE(book) > before) { /* a new price */
-                Py_ssize_t at = bisect(keys, key, 1);
-                rc = at < 0 ? -1 : PyList_Insert(keys, at, key);
-            }
-        }
-        Py_DECREF(key);
-        if (rc < 0) {
-            return NULL;
-        }
-    }
-    return PyLong_FromLong(-1);
+    return update(args, nargs, "sorted_update", apply_sorted);
 }
 
 PyDoc_STRVAR(level_floats_doc,

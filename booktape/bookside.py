@@ -161,29 +161,25 @@ class BookSide:
         return self._keys, float(self._sign)
 
     def update(self, levels: Iterable[Level]) -> None:
-        """Set each level's absolute quantity; zero removes it."""
-        fast = self._fast
-        if fast is None or self._exact or (type(levels) is not tuple and type(levels) is not list):
-            self._py_apply(levels)
-        elif (
-            stopped := fast(self._levels, self._keys, self._sign, levels, 0, ZERO_SPELLINGS)
-        ) >= 0:
-            self._finish(levels, stopped)
+        """Set each level's absolute quantity; zero removes it.
 
-    def _finish(self, levels: Sequence[Level], stopped: int) -> None:
-        """Go on from the level the C loop left to Python (see the module docstring)."""
+        The C loop takes the levels it can; from the first it leaves, that one level goes
+        through the Python loop (which may raise, or switch the side to Decimal keys), and
+        the C loop goes on after it, while the side keeps float keys.
+        """
         fast = self._fast
-        assert fast is not None
-        while True:
-            start = stopped + 1
-            self._py_apply(levels[stopped:start])  # may raise, or switch to Decimal keys
-            if self._exact:
-                self._py_apply(levels[start:])
-                return
+        if fast is None or (type(levels) is not tuple and type(levels) is not list):
+            self._py_apply(levels)
+            return
+        start = 0
+        while not self._exact:
             order, sign = self._fast_args()
             stopped = fast(self._levels, order, sign, levels, start, ZERO_SPELLINGS)
             if stopped < 0:
                 return
+            start = stopped + 1
+            self._py_apply(levels[stopped:start])
+        self._py_apply(levels[start:])  # Decimal keys: the rest in Python
 
     def _py_apply(self, levels: Iterable[Level]) -> None:
         """Set each level's absolute quantity; zero removes it (the reference loop)."""
@@ -284,13 +280,7 @@ class LazySide(BookSide):
 
     def update(self, levels: Iterable[Level]) -> None:
         """Set each level's absolute quantity; zero removes it."""
-        fast = self._fast
-        if fast is None or self._exact or (type(levels) is not tuple and type(levels) is not list):
-            self._py_apply(levels)
-        elif (
-            stopped := fast(self._levels, self._heap, -self._sign, levels, 0, ZERO_SPELLINGS)
-        ) >= 0:
-            self._finish(levels, stopped)
+        super().update(levels)
         if len(self._heap) > 2 * len(self._levels) + 64:  # mostly removed keys: rebuild
             self._heap = list(self._levels)
             heapify(self._heap)
