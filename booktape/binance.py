@@ -25,6 +25,7 @@ from typing import Final
 
 import orjson
 
+from booktape.cext import c_function
 from booktape.errors import FrameError
 
 
@@ -286,21 +287,12 @@ def _levels(raw: object, what: str) -> tuple[Level, ...]:
     return tuple(out)
 
 
-def _c_levels() -> Callable[[bytes], tuple[tuple[Level, ...], tuple[Level, ...]] | None] | None:
-    """booktape/_fastframe.c's ``depth_levels``, or None where it was not built.
-
-    For a combined spot frame in Binance's own layout (booktape.fastframe) it proves the
-    frame and returns its level lists as orjson and :func:`_levels` would, ~6x faster;
-    any other frame gets None and takes orjson.
-    """
-    try:
-        from booktape._fastframe import depth_levels  # noqa: PLC0415 -- optional, built by gcc
-    except ImportError:
-        return None
-    return depth_levels
-
-
-_C_LEVELS: Final = _c_levels()
+# booktape/_fastframe.c's depth_levels: for a combined spot frame in Binance's own layout
+# (booktape.fastframe) it proves the frame and returns its level lists as orjson and
+# _levels would, ~6x faster; any other frame gets None and takes orjson
+_C_LEVELS: Final[Callable[[bytes], tuple[tuple[Level, ...], tuple[Level, ...]] | None] | None] = (
+    c_function("_fastframe", "depth_levels")
+)
 
 
 def decode_depth(

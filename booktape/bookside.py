@@ -22,23 +22,16 @@ from heapq import heapify, heappop, heappush
 from typing import Any, Final
 
 from booktape.binance import Level
+from booktape.cext import c_function
 from booktape.errors import BookError
 
 # (book, order, sign, levels, start, zeros) -> -1, or the index of a level left to Python
 FastUpdate = Callable[[dict[Any, Any], list[Any], float, Sequence[Level], int, set[str]], int]
 
 
-def _accelerated() -> tuple[FastUpdate, FastUpdate] | None:
-    """booktape/_fastbook.c's update loops (sorted, lazy), or None where it was not built."""
-    try:
-        from booktape import _fastbook  # noqa: PLC0415 -- optional: built when gcc is there
-    except ImportError:
-        return None
-    return _fastbook.sorted_update, _fastbook.lazy_update
-
-
-_C: Final = _accelerated()
-ACCELERATED: Final = _C is not None  # the update loops run in C (else in Python)
+_C_SORTED: Final[FastUpdate | None] = c_function("_fastbook", "sorted_update")
+_C_LAZY: Final[FastUpdate | None] = c_function("_fastbook", "lazy_update")
+ACCELERATED: Final = _C_SORTED is not None  # the update loops run in C (else in Python)
 
 
 def exact_decimal(text: str, what: str) -> Decimal:
@@ -90,7 +83,7 @@ class BookSide:
     __slots__ = ("_cache", "_exact", "_fast", "_keys", "_levels", "_sign")
 
     def __init__(self, reverse: bool) -> None:
-        self._fast: FastUpdate | None = None if _C is None else _C[0]  # the C loop
+        self._fast: FastUpdate | None = _C_SORTED  # the C loop, if built
         self._levels: dict[Key, tuple[str, str]] = {}
         self._keys: list[Key] = []  # ascending; the best level is the last
         self._sign = 1 if reverse else -1  # bids: key = price; asks: key = -price
@@ -259,7 +252,7 @@ class LazySide(BookSide):
 
     def __init__(self, reverse: bool) -> None:
         super().__init__(reverse)
-        self._fast = None if _C is None else _C[1]
+        self._fast = _C_LAZY
         self._heap: list[Key] = []  # the inner keys, a heap: the best level first
 
     def __len__(self) -> int:

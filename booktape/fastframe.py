@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import Final
 
 from booktape.binance import DepthHeader
+from booktape.cext import c_function
 from booktape.keys import MAX_ID
 
 _STR: Final = rb"([ !#-\[\]-~]*+)"  # a JSON string body: printable ASCII, no quote, no backslash
@@ -76,19 +77,11 @@ Fields = Callable[[bytes], "tuple[bytes, int, bytes, int, int] | None"]
 SpotDepth = Callable[[bytes], "tuple[str, int, int, int] | None"]
 
 
-def _accelerated() -> tuple[Fields, SpotDepth] | None:
-    """booktape/_fastframe.c's functions, or None where it was not built."""
-    try:
-        from booktape import _fastframe  # noqa: PLC0415 -- optional: built when gcc is there
-    except ImportError:
-        return None
-    return _fastframe.fields, _fastframe.spot_depth
-
-
-_C: Final = _accelerated()
-ACCELERATED: Final = _C is not None  # the C pass is in use (else the regex)
-_fields: Final[Fields] = _py_fields if _C is None else _C[0]
-spot_depth: Final[SpotDepth] = _py_spot_depth if _C is None else _C[1]
+_C_FIELDS: Final[Fields | None] = c_function("_fastframe", "fields")
+_C_SPOT_DEPTH: Final[SpotDepth | None] = c_function("_fastframe", "spot_depth")
+ACCELERATED: Final = _C_FIELDS is not None  # the C pass is in use (else the regex)
+_fields: Final[Fields] = _C_FIELDS or _py_fields
+spot_depth: Final[SpotDepth] = _C_SPOT_DEPTH or _py_spot_depth
 
 
 def spot_depth_header(frame: bytes) -> DepthHeader | None:

@@ -16,6 +16,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 import zstandard
 
+from booktape.cext import c_function
 from booktape.codec import (
     DataRecord,
     Header,
@@ -43,17 +44,8 @@ OwnMsg = tuple[int, str, bytes, bool, P | None]
 OwnMsgs = Callable[[bytes, int], list[tuple[int, str, bytes] | bytes]]
 
 
-def _c_own_msgs() -> OwnMsgs | None:
-    """booktape/_fastframe.c's ``own_msgs`` (:func:`~booktape.codec.own_msg` over a block of
-    lines), or None where it was not built."""
-    try:
-        from booktape._fastframe import own_msgs  # noqa: PLC0415 -- optional, built by gcc
-    except ImportError:
-        return None
-    return own_msgs
-
-
-_OWN_MSGS: Final = _c_own_msgs()
+# booktape/_fastframe.c's own_msgs: codec.own_msg over a block of lines (else _py_own_msgs)
+_OWN_MSGS: Final[OwnMsgs | None] = c_function("_fastframe", "own_msgs")
 
 
 def own_line(t_ns: int, conn: str, frame: bytes) -> bytes:

@@ -37,6 +37,7 @@ import zstandard
 from booktape.binance import Level, Market, decode_depth
 from booktape.book import OrderBook, Side
 from booktape.canonical import LEVELS_FILE, LEVELS_SCHEMA
+from booktape.cext import c_function
 from booktape.codec import Header, encode_snap
 from booktape.objects import RecordWriter
 from merger.memory import ARROW_POOL, release_free_memory
@@ -59,17 +60,10 @@ _CONN_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _COLUMNS: Final = tuple(LEVELS_SCHEMA.names)
 
 
-def _c_floats() -> Callable[[Sequence[Level]], bytes | None] | None:
-    """booktape/_fastbook.c's ``level_floats`` (float() of every level string, packed),
-    or None where it was not built."""
-    try:
-        from booktape._fastbook import level_floats  # noqa: PLC0415 -- optional, built by gcc
-    except ImportError:
-        return None
-    return level_floats
-
-
-_C_FLOATS: Final = _c_floats()
+# booktape/_fastbook.c's level_floats: float() of every level string, packed (else Arrow)
+_C_FLOATS: Final[Callable[[Sequence[Level]], bytes | None] | None] = c_function(
+    "_fastbook", "level_floats"
+)
 
 
 @dataclass(frozen=True, slots=True)
