@@ -255,7 +255,7 @@ class ChunkReader:
         names = self._names.setdefault(source, {})  # connection id -> stream name
         last_u = self._last_u
         events = content.events
-        for part in parts:  # the hot loop: ~3 events a BTCUSDT day's 100 ms, every source
+        for part in parts:  # the hot loop: every recorded event of every source passes here
             if type(part) is tuple:  # a msg in encode_msg's own layout
                 t, c, frame, own, head = part
             elif type(part) is Msg:
