@@ -19,7 +19,7 @@
  * raise, or switch the side to Decimal keys) and calls again from the next. Only sides
  * with float keys come here (the caller checks ``_exact``).
  *
- * tests/unit/test_bookside.py holds both loops to the same dict, heap and list.
+ * tests/unit/test_fastbook.py holds both loops to the same dict, heap and list.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -297,7 +297,14 @@ unpack(PyObject *const *args, Py_ssize_t nargs, const char *name, PyObject **boo
     }
     *sign = PyFloat_AsDouble(args[2]);
     *start = PyLong_AsSsize_t(args[4]);
-    return !PyErr_Occurred();
+    if (PyErr_Occurred()) {
+        return 0;
+    }
+    if (*start < 0) {
+        PyErr_Format(PyExc_ValueError, "%s(): start must not be negative", name);
+        return 0;
+    }
+    return 1;
 }
 
 static PyObject *

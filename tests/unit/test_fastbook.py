@@ -141,6 +141,20 @@ def test_level_floats_leaves_other_shapes_to_python() -> None:
     assert _fastbook.level_floats([]) == b""
 
 
+def test_the_c_loops_refuse_what_they_are_not_made_for() -> None:
+    for update in (_fastbook.sorted_update, _fastbook.lazy_update):
+        with pytest.raises(ValueError, match="negative"):
+            update({}, [], 1.0, [("1", "1")], -1, set())
+        with pytest.raises(TypeError):
+            update({}, [], 1.0, iter([("1", "1")]), 0, set())  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            update({}, [], 1.0, [("1", "1")], 0)  # type: ignore[call-arg]
+        book: dict[float, tuple[str, str]] = {}
+        assert update(book, [], 1.0, [("1.5", "2"), ("x", "1")], 0, set()) == 1  # x: Python's
+        assert book == {1.5: ("1.5", "2")}
+        assert update(book, [], 1.0, [("1.5", "2"), ("x", "1")], 2, set()) == -1  # nothing left
+
+
 def test_the_c_loops_are_built_and_in_use() -> None:
     # make test builds them (gcc); without a compiler the Python loops run alone
     assert bookside.ACCELERATED
