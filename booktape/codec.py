@@ -187,6 +187,12 @@ def msg_prefix(t_ns: int, conn: str) -> bytes:
     return b'%s%d%s,"m":' % (_MSG_HEAD, _ns("receive time", t_ns), _conn_field(conn))
 
 
+def own_line(t_ns: int, conn: str, frame: bytes) -> bytes:
+    """The ``msg`` line (with its newline) that :func:`own_msg` reads back as
+    ``(t_ns, conn, frame)``: the encoder's own layout, rebuilt byte for byte."""
+    return b"".join((msg_prefix(t_ns, conn), frame, b"}\n"))
+
+
 def _msg_line(head: bytes, frame: bytes, *, spliced: bool) -> bytes:
     """A ``msg`` line for a JSON frame: spliced verbatim, or base64 when it holds a line break."""
     if spliced:

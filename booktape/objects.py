@@ -30,7 +30,6 @@ from booktape.codec import (
     encode_record,
     encode_snap,
     loads_json,
-    msg_prefix,
     own_msg,
 )
 from booktape.errors import CodecError, CorruptObjectError
@@ -46,12 +45,6 @@ OwnMsgs = Callable[[bytes, int], list[tuple[int, str, bytes] | bytes]]
 
 # booktape/_fastframe.c's own_msgs: codec.own_msg over a block of lines (else _py_own_msgs)
 _OWN_MSGS: Final[OwnMsgs | None] = c_function("_fastframe", "own_msgs")
-
-
-def own_line(t_ns: int, conn: str, frame: bytes) -> bytes:
-    """The stored line (with its newline) of a msg that :meth:`ObjectReader.parts` gave
-    as own: the encoder's own layout, rebuilt byte for byte."""
-    return b"".join((msg_prefix(t_ns, conn), frame, b"}\n"))
 
 
 READ_CHUNK: Final = 1 << 16
@@ -213,7 +206,8 @@ class ObjectReader:
         :data:`OwnMsg` tuple ``(t, c, frame, own, proof)`` instead of a :class:`Msg`
         (cheaper: no record object is made).
 
-        ``own``: the record's stored line is exactly :func:`own_line` of it, which is what
+        ``own``: the record's stored line is exactly :func:`~booktape.codec.own_line` of it,
+        which is what
         :func:`encode_record` gives for it (False when the frame holds a CR, stored as
         ``b64`` by the encoder). ``prove``: called with the frame; what it returns (not
         None) vouches that the frame is JSON, which is then not parsed here, and is given

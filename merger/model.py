@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from booktape.binance import DepthEvent, DepthHeader, DepthSnapshot
-from booktape.objects import own_line
+from booktape.codec import own_line
 
 
 @dataclass(slots=True)

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from booktape import objects
 from booktape.binance import DepthHeader, parse_depth_header
-from booktape.codec import DataRecord, Header, Msg, decode_line, encode_msg, own_msg
+from booktape.codec import DataRecord, Header, Msg, decode_line, encode_msg, own_line, own_msg
 from booktape.errors import CodecError, CorruptObjectError
 from booktape.fastframe import spot_depth_header
-from booktape.objects import Prover, RecordWriter, own_line, read_object, read_object_parts
+from booktape.objects import Prover, RecordWriter, read_object, read_object_parts
 
 HEADER = Header("binance", "depth", "BTCUSDT", "eu", "c1", "host")
 
