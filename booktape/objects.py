@@ -248,6 +248,28 @@ class ObjectReader:
             block = b"\n".join(reversed(self._lines)) + b"\n"
             self._lines = []
             return own_msgs(block, len(block))
+        read = self._whole_lines()
+        if read is None:
+            return None
+        items = own_msgs(*read)
+        self._lines_out += len(items)
+        return items
+
+    def _next_line(self) -> bytes | None:
+        if not self._lines:
+            read = self._whole_lines()
+            if read is None:
+                return None
+            lines = read[0].split(b"\n")
+            lines.pop()  # what follows the last newline: kept as the tail
+            self._lines_out += len(lines)
+            lines.reverse()
+            self._lines = lines
+        return self._lines.pop()
+
+    def _whole_lines(self) -> tuple[bytes, int] | None:
+        """The next decompressed bytes and the end of their whole lines (after the last
+        newline; what follows is kept for the next read); None at the end."""
         while not self._done:
             chunk = self._file.read(self._chunk)
             if not chunk:
@@ -258,26 +280,8 @@ class ObjectReader:
             cut = data.rfind(b"\n") + 1
             self._tail = data[cut:]
             if cut:
-                items = own_msgs(data, cut)
-                self._lines_out += len(items)
-                return items
+                return data, cut
         return None
-
-    def _next_line(self) -> bytes | None:
-        while not self._lines:
-            if self._done:
-                return None
-            chunk = self._file.read(self._chunk)
-            if not chunk:
-                self._finish()
-                return None
-            lines = (self._tail + self._inflate(chunk)).split(b"\n")
-            self._offset += len(chunk)
-            self._lines_out += len(lines) - 1
-            self._tail = lines.pop()
-            lines.reverse()
-            self._lines = lines
-        return self._lines.pop()
 
     def _inflate(self, data: bytes) -> bytes:
         out = []
