@@ -14,8 +14,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Reinstall when the dependency list or the C pass (built in place by the editable install)
-# changes.
+# Reinstall when the dependency list or a C extension (built in place by the editable
+# install) changes.
 $(STAMP): pyproject.toml setup.py booktape/_fastframe.c booktape/_fastbook.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)

@@ -11,16 +11,11 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "booktape._fastframe",
-            sources=["booktape/_fastframe.c"],
+            f"booktape.{name}",
+            sources=[f"booktape/{name}.c"],
             extra_compile_args=["-O2"],
             optional=True,
-        ),
-        Extension(
-            "booktape._fastbook",
-            sources=["booktape/_fastbook.c"],
-            extra_compile_args=["-O2"],
-            optional=True,
-        ),
+        )
+        for name in ("_fastframe", "_fastbook")
     ]
 )

@@ -3,7 +3,7 @@
 # tests/deploy/test_image_install.py (in a fresh virtualenv), so the test checks what the
 # image really does.
 #
-#   install.sh toolchain            a C compiler for booktape/_fastframe.c, from Debian's
+#   install.sh toolchain            a C compiler for booktape's C extensions, from Debian's
 #                                   packages, when there is none (the build stage only: the
 #                                   final stage gets the built virtualenv, not the compiler)
 #   install.sh wheel SRC WHEELDIR   build booktape's wheel from the source tree SRC (no deps)
@@ -25,8 +25,8 @@ usage() {
 
 if [ "${1:-}" = toolchain ]; then
     [ "$#" -eq 1 ] || usage
-    # Without a compiler the wheel still builds (the extension is optional) but booktape
-    # then proves each depth frame with its regex, ~6x slower than the C pass.
+    # Without a compiler the wheel still builds (the extensions are optional) but booktape
+    # then runs their Python twins: the same results, slower (a depth frame's proof ~6x).
     if ! command -v cc >/dev/null 2>&1; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
