@@ -114,24 +114,11 @@ class SourceTracker:
             self._jump()
 
     def add_all(self, events: list[StreamEvent]) -> None:
-        """:meth:`add` each event, in order (the usual continuing event inlined)."""
+        """:meth:`add` each of a chunk's events, in order."""
+        add = self.add
         for event in events:
             head = event.header
-            last = head.last_id
-            lowest, highest = self.first_update_id, self.last_update_id
-            if (
-                lowest is not None
-                and highest is not None
-                and head.prev_id <= self._cur < last
-                and not self._pending
-                and head.first_id >= lowest
-                and last > highest
-            ):  # continues the coverage: what add() would do, at a fraction of it
-                self.events += 1
-                self.last_update_id = self._cur = last
-                self._seg_to = max(self._seg_to, event.recv_ns)
-            else:
-                self.add(head.prev_id, head.first_id, last, event.recv_ns)
+            add(head.prev_id, head.first_id, head.last_id, event.recv_ns)
 
     def _drain(self) -> None:
         pending = self._pending
