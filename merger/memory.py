@@ -5,9 +5,11 @@ What a merge holds is bounded by design: the book, the feed's few chunks per sou
 allocators, fragmented, and a long day kept more of it than a short one (peak RSS +8 % for
 24 h over 1 h). Two things bound it:
 
-- the writer's Arrow work (the batch's columns, the parquet encoder) allocates from
-  :data:`ARROW_POOL`, the system allocator, not Arrow's default mimalloc pool, which keeps
-  freed pages for reuse (~20 MiB more at each flush);
+- the writer's Arrow work (the batch's columns) allocates from :data:`ARROW_POOL`, the
+  system allocator, not Arrow's default mimalloc pool, which keeps freed pages for reuse
+  (~20 MiB more at each flush); the Parquet column writers, which pyarrow gives no pool,
+  use Arrow's default pool, which the ``merger`` package sets to the system allocator too
+  (``ARROW_DEFAULT_MEMORY_POOL``, see ``merger/__init__.py``);
 - :func:`release_free_memory`, called after each batch is written, hands what the C
   allocator holds free back to the operating system (glibc ``malloc_trim``; elsewhere it
   does nothing).

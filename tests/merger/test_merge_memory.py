@@ -6,7 +6,10 @@ Ground truth: the Arrow pools' own counters and the process's resident size read
 
 from __future__ import annotations
 
+import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -64,3 +67,27 @@ def test_release_hands_freed_c_memory_back() -> None:
     after = _rss_mib()
     assert len(keep) == 4001
     assert before - after > 100, (before, after)
+
+
+def _default_pool_in_child(env: dict[str, str]) -> str:
+    code = "import merger, pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_a_merge_process_runs_arrow_on_the_system_allocator() -> None:
+    # the Parquet column writers allocate from Arrow's default pool (pyarrow gives them
+    # no other): importing the merger first makes that the system allocator
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    assert _default_pool_in_child(env) == "system"
+
+
+def test_a_pool_the_user_chose_is_kept() -> None:
+    env = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}
+    try:
+        pa.jemalloc_memory_pool()
+    except NotImplementedError:  # a pyarrow built without it: Arrow falls back
+        env["ARROW_DEFAULT_MEMORY_POOL"] = "mimalloc"
+    assert _default_pool_in_child(env) == env["ARROW_DEFAULT_MEMORY_POOL"]
