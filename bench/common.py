@@ -148,5 +148,20 @@ def recorded_spot_depth() -> dict[str, list[bytes]]:
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident set size (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's own peak resident set size, MiB.
+
+    Linux: ``VmHWM`` in /proc/self/status, the high-water mark of the memory this process
+    has had since it started its program. Not ``ru_maxrss``: a child started with fork (or
+    vfork) and exec keeps its parent's high-water mark in it, so a child of a parent that
+    built a 24 h day in memory reported the parent's 161 MiB as its own peak. Elsewhere
+    ``ru_maxrss`` (KiB; bytes on macOS), which has no such inheritance there to correct.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024

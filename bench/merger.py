@@ -9,7 +9,8 @@ day), the holes overlapping nowhere, so the merged day must have no unrecoverabl
 The snapshots are the true book at their ids (the recording replayed onto its own REST
 snapshot), so the audit must find no mismatch.
 
-Measured in child processes (so that ``ru_maxrss`` is the merge's own peak):
+Measured in child processes, each reporting its own peak RSS (``bench.common.peak_rss_mib``:
+``VmHWM``, not ``ru_maxrss``, which a child inherits from the parent that built the day):
 
 - *ours*: ``merger.day.merge_day`` on the store: day events / wall seconds;
 - *floor*: decompress and parse the same chunks and nothing else
@@ -27,7 +28,6 @@ import asyncio
 import datetime as dt
 import io
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -36,7 +36,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench.common import emit, machine, parser, profiled, recorded_depth
+from bench.common import emit, machine, parser, peak_rss_mib, profiled, recorded_depth
 from bench.framesource import templates
 from booktape.binance import decode_depth, decode_snapshot
 from booktape.codec import Header, Msg
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.child == "merge"
             else child_floor(args.store)
         )
-        result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        result["peak_rss_mib"] = round(peak_rss_mib(), 1)
         print(json.dumps(result))
         return 0
     short_min, long_min = (5.0, 20.0) if args.quick else (args.short_hours * 60, args.hours * 60)
