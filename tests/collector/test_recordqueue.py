@@ -12,7 +12,13 @@ from collector.metrics import Metrics
 from collector.pipeline import Pipeline
 from collector.recordqueue import RecordQueue
 from collector.types import Item
-from tests.collector.conftest import FAST, conn_item, numbered_items, pipeline_settings
+from tests.collector.conftest import (
+    FAST,
+    SETTLE_S,
+    conn_item,
+    numbered_items,
+    pipeline_settings,
+)
 
 T = 1_767_225_600 * 10**9
 
@@ -106,6 +112,37 @@ async def test_records_reach_the_spool_within_the_write_interval_or_at_flush(
         assert path.read_bytes().endswith(lines)  # held for the interval...
         await asyncio.sleep(0.5)
         assert path.read_bytes().endswith(lines + b"".join(i.line for i in more))  # ...then written
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+
+
+async def test_records_are_written_early_once_write_bytes_are_pending(tmp_path: Path) -> None:
+    first = list(numbered_items(20))
+    size = sum(len(item.line) for item in first)
+    options = dataclasses.replace(
+        FAST, write_interval_s=30.0, write_bytes=size + 1, fsync_interval_s=None
+    )
+    pipeline = Pipeline(
+        pipeline_settings(tmp_path / "spool"), open_store("memory://"), Metrics(),
+        options=options, clock_ns=lambda: T + 1000 * 10**6,
+    )  # fmt: skip
+    run = asyncio.create_task(pipeline.run())
+    try:
+        await pipeline.put_many(first)  # one byte short of write_bytes: held
+        await asyncio.sleep(0.3)
+        assert not list((tmp_path / "spool" / "open").rglob("*.jsonl"))
+        more = list(numbered_items(1, start=20))
+        await pipeline.put_many(more)  # over it: written long before the 30 s interval
+        lines = b"".join(item.line for item in first + more)
+        deadline = time.monotonic() + SETTLE_S
+        while time.monotonic() < deadline:
+            paths = list((tmp_path / "spool" / "open").rglob("*.jsonl"))
+            if paths and paths[0].read_bytes().endswith(lines):
+                break
+            await asyncio.sleep(0.02)
+        (path,) = (tmp_path / "spool" / "open").rglob("*.jsonl")
+        assert path.read_bytes().endswith(lines)
     finally:
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
