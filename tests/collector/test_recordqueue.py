@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from booktape.stores import open_store
 from collector.metrics import Metrics
-from collector.pipeline import Pipeline
+from collector.pipeline import Pipeline, PipelineOptions
 from collector.recordqueue import RecordQueue
 from collector.types import Item
 from tests.collector.conftest import (
@@ -87,16 +89,26 @@ async def test_the_writer_wakes_on_wake_a_full_batch_or_a_waiting_putter_only() 
     await putter
 
 
-async def test_records_reach_the_spool_within_the_write_interval_or_at_flush(
-    tmp_path: Path,
-) -> None:
-    options = dataclasses.replace(FAST, write_interval_s=0.3, fsync_interval_s=None)
+@contextlib.asynccontextmanager
+async def running_pipeline(tmp_path: Path, options: PipelineOptions) -> AsyncIterator[Pipeline]:
+    """A pipeline on a spool in ``tmp_path`` and a memory store, running until the block ends."""
     pipeline = Pipeline(
         pipeline_settings(tmp_path / "spool"), open_store("memory://"), Metrics(),
         options=options, clock_ns=lambda: T + 1000 * 10**6,
     )  # fmt: skip
     run = asyncio.create_task(pipeline.run())
     try:
+        yield pipeline
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+
+
+async def test_records_reach_the_spool_within_the_write_interval_or_at_flush(
+    tmp_path: Path,
+) -> None:
+    options = dataclasses.replace(FAST, write_interval_s=0.3, fsync_interval_s=None)
+    async with running_pipeline(tmp_path, options) as pipeline:
         batch = list(numbered_items(20))
         await pipeline.put_many(batch)
         t0 = time.monotonic()
@@ -112,9 +124,6 @@ async def test_records_reach_the_spool_within_the_write_interval_or_at_flush(
         assert path.read_bytes().endswith(lines)  # held for the interval...
         await asyncio.sleep(0.5)
         assert path.read_bytes().endswith(lines + b"".join(i.line for i in more))  # ...then written
-    finally:
-        run.cancel()
-        await asyncio.gather(run, return_exceptions=True)
 
 
 async def test_records_are_written_early_once_write_bytes_are_pending(tmp_path: Path) -> None:
@@ -123,12 +132,7 @@ async def test_records_are_written_early_once_write_bytes_are_pending(tmp_path: 
     options = dataclasses.replace(
         FAST, write_interval_s=30.0, write_bytes=size + 1, fsync_interval_s=None
     )
-    pipeline = Pipeline(
-        pipeline_settings(tmp_path / "spool"), open_store("memory://"), Metrics(),
-        options=options, clock_ns=lambda: T + 1000 * 10**6,
-    )  # fmt: skip
-    run = asyncio.create_task(pipeline.run())
-    try:
+    async with running_pipeline(tmp_path, options) as pipeline:
         await pipeline.put_many(first)  # one byte short of write_bytes: held
         await asyncio.sleep(0.3)
         assert not list((tmp_path / "spool" / "open").rglob("*.jsonl"))
@@ -143,6 +147,3 @@ async def test_records_are_written_early_once_write_bytes_are_pending(tmp_path: 
             await asyncio.sleep(0.02)
         (path,) = (tmp_path / "spool" / "open").rglob("*.jsonl")
         assert path.read_bytes().endswith(lines)
-    finally:
-        run.cancel()
-        await asyncio.gather(run, return_exceptions=True)
