@@ -1,5 +1,5 @@
 """The merger's memory: the writer's Arrow work kept off Arrow's default pool, free C
-memory handed back to the OS.
+memory handed back to the OS, and a merge process's Arrow default pool the system one.
 
 Ground truth: the Arrow pools' own counters and the process's resident size read from /proc.
 """
@@ -27,6 +27,9 @@ _KEEP_ALIVE: list[pa.MemoryPool] = []
 def test_writer_allocates_nothing_from_arrows_default_pool(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # what pyarrow allocates from the default pool it exposes on the writer's behalf; the
+    # Parquet column writers take Arrow's C++ default pool, which this proxy does not see:
+    # that one is the subject of test_a_merge_process_runs_arrow_on_the_system_allocator
     monkeypatch.setattr(writer, "BATCH_ROWS", 3)  # several row groups, each flushed
     watched = pa.proxy_memory_pool(pa.default_memory_pool())
     _KEEP_ALIVE.append(watched)  # a buffer from it may outlive the test: never freed
