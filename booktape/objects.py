@@ -207,9 +207,8 @@ class ObjectReader:
         (cheaper: no record object is made).
 
         ``own``: the record's stored line is exactly :func:`~booktape.codec.own_line` of it,
-        which is what
-        :func:`encode_record` gives for it (False when the frame holds a CR, stored as
-        ``b64`` by the encoder). ``prove``: called with the frame; what it returns (not
+        which is what :func:`encode_record` gives for it (False when the frame holds a CR,
+        stored as ``b64`` by the encoder). ``prove``: called with the frame; what it returns (not
         None) vouches that the frame is JSON, which is then not parsed here, and is given
         back as ``proof`` (e.g. the frame's header read by the same regex).
         """
