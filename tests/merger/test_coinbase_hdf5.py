@@ -6,6 +6,7 @@ Ground truth: the TrueMarket books and price points the raw chunks were written 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import h5py
@@ -160,3 +161,14 @@ def test_slots_closer_than_a_second_cannot_take_hhmm_ss_names(
     assert "two slots are named 1000:00" in capsys.readouterr().err
     assert not out.exists()
     assert not list(tmp_path.glob(".x.h5*"))
+
+
+def test_export_is_byte_identical_when_run_again_later(
+    merged: tuple[TrueMarket, Path], tmp_path: Path
+) -> None:
+    _, root = merged
+    first, second = tmp_path / "first.h5", tmp_path / "second.h5"
+    assert export(root, first) == 0
+    time.sleep(1.1)  # HDF5 object timestamps have a resolution of one second
+    assert export(root, second) == 0
+    assert first.read_bytes() == second.read_bytes()
