@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 import orjson
 
@@ -144,9 +144,13 @@ class FrameKind(Enum):
     OTHER = "other"  # any other stream event (bookTicker, trade, ...)
 
 
-@dataclass(frozen=True, slots=True)
-class DepthHeader:
-    """The ids and names of one diff-depth event, read without decoding its levels."""
+class DepthHeader(NamedTuple):
+    """The ids and names of one diff-depth event, read without decoding its levels.
+
+    A named tuple, not a frozen dataclass: one is made for every frame a collector of
+    futures streams receives and every frame the merger reads, and a frozen dataclass
+    takes ~1 µs to make against ~0.3 µs.
+    """
 
     symbol: str  # "s": the symbol, upper case
     first_id: int  # "U": first update id in the event
@@ -262,9 +266,11 @@ def _parse_depth_header(frame: bytes, market: Market) -> DepthHeader:
 Level = tuple[str, str]  # (price, quantity) as the exchange's decimal strings
 
 
-@dataclass(frozen=True, slots=True)
-class DepthEvent:
-    """A fully decoded diff-depth event; prices and quantities stay exchange strings."""
+class DepthEvent(NamedTuple):
+    """A fully decoded diff-depth event; prices and quantities stay exchange strings.
+
+    A named tuple for the reason :class:`DepthHeader` is one (~0.15 µs to make against
+    ~0.5 µs, once for every event the merger writes)."""
 
     header: DepthHeader
     bids: tuple[Level, ...]  # "b": [[price, qty]], qty is the new absolute amount, 0 removes
