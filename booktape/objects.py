@@ -170,7 +170,9 @@ class ObjectReader:
         self._frames = 0
         self._offset = 0  # compressed bytes read
         self._lines_out = 0  # whole lines decompressed
-        self._lines: list[bytes] = []
+        self._block = b""  # decompressed bytes: its whole lines from _pos to _end are unread
+        self._pos = 0
+        self._end = 0
         self._tail = b""
         self._error: str | None = None
         self._done = False
@@ -241,30 +243,35 @@ class ObjectReader:
             raise CorruptObjectError(self.name, f"line {self.line_no}: {exc}") from exc
 
     def _next_items(self, own_msgs: OwnMsgs) -> list[tuple[int, str, bytes] | bytes] | None:
-        """``own_msgs`` of the next whole lines (first those :meth:`_next_line` holds
-        already); None at the end."""
-        if self._lines:  # left by _next_line (the header's chunk), counted there
-            block = b"\n".join(reversed(self._lines)) + b"\n"
-            self._lines = []
-            return own_msgs(block, len(block))
-        read = self._whole_lines()
-        if read is None:
+        """``own_msgs`` of the next whole lines (first those :meth:`_next_line` left unread
+        in its block); None at the end."""
+        if self._pos >= self._end and not self._load():
             return None
-        items = own_msgs(*read)
+        block, pos, end = self._block, self._pos, self._end
+        self._block, self._pos, self._end = b"", 0, 0
+        if pos:  # the rest of the header's block
+            block, end = block[pos:end], end - pos
+        items = own_msgs(block, end)
         self._lines_out += len(items)
         return items
 
     def _next_line(self) -> bytes | None:
-        if not self._lines:
-            read = self._whole_lines()
-            if read is None:
-                return None
-            lines = read[0].split(b"\n")
-            lines.pop()  # what follows the last newline: kept as the tail
-            self._lines_out += len(lines)
-            lines.reverse()
-            self._lines = lines
-        return self._lines.pop()
+        if self._pos >= self._end and not self._load():
+            return None
+        pos = self._pos
+        newline = self._block.index(b"\n", pos, self._end)
+        self._pos = newline + 1
+        self._lines_out += 1
+        return self._block[pos:newline]
+
+    def _load(self) -> bool:
+        """Make the next decompressed bytes the block; False at the end."""
+        read = self._whole_lines()
+        if read is None:
+            return False
+        self._block, self._end = read
+        self._pos = 0
+        return True
 
     def _whole_lines(self) -> tuple[bytes, int] | None:
         """The next decompressed bytes and the end of their whole lines (after the last

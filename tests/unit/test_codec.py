@@ -29,7 +29,7 @@ from booktape.codec import (
     encode_snap,
 )
 from booktape.errors import CodecError, CorruptObjectError, InvalidNameError
-from booktape.objects import RecordWriter, iter_object, read_object
+from booktape.objects import ObjectReader, RecordWriter, iter_object, read_object
 
 REAL_FRAME = (
     b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1723161255208,'
@@ -463,6 +463,23 @@ def test_streaming_reader_raises_on_corruption_after_good_records() -> None:
     assert next(reader) == Msg(T0, "c", b"{}")
     with pytest.raises(CorruptObjectError, match="line 3: line is not valid JSON"):
         next(reader)
+
+
+def test_damaged_data_is_reported_after_the_lines_read_before_it() -> None:
+    recs = records()
+    data, _ = write_object(recs * 3, flush_each=True)
+    damaged = data + b"\x28\xb5\x2f\xfd" + b"\xff" * 40  # a zstd magic, then no frame
+    read_by = {
+        "records": lambda reader: list(reader),
+        "parts": lambda reader: list(reader.parts()),
+    }
+
+    for how, read in read_by.items():
+        # the first read ends where the damage starts: every good line comes before it
+        reader = ObjectReader(io.BytesIO(damaged), NAME, chunk_size=len(data))
+        with pytest.raises(CorruptObjectError, match="damaged zstd data") as info:
+            read(reader)
+        assert f"after line {1 + 3 * len(recs)} " in str(info.value), how
 
 
 def test_writer_stops_after_a_failed_write() -> None:
