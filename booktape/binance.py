@@ -270,7 +270,8 @@ class DepthEvent(NamedTuple):
     """A fully decoded diff-depth event; prices and quantities stay exchange strings.
 
     A named tuple for the reason :class:`DepthHeader` is one (~0.15 µs to make against
-    ~0.5 µs, once for every event the merger writes)."""
+    ~0.5 µs, once for every event the merger writes).
+    """
 
     header: DepthHeader
     bids: tuple[Level, ...]  # "b": [[price, qty]], qty is the new absolute amount, 0 removes

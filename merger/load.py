@@ -177,9 +177,9 @@ class ProvenFrames:
     the feed reads their chunks of the same minute one after the other: a frame proven in
     the chunk read just before needs no second proof (for BTCUSDT's 1.6 kB frames ~1.1 µs
     with the C pass and the header object, ~7 µs with the regex), only a lookup by its
-    first :data:`PREFIX` bytes (its stream, event time, symbol and ids) and one comparison
+    first :attr:`PREFIX` bytes (its stream, event time, symbol and ids) and one comparison
     of all its bytes (equal bytes, or no hit). Keyed by the prefix, not the whole frame:
-    hashing all of a 1.6 kB frame costs about as much as proving it. The header read with
+    hashing a whole 1.6 kB frame (~0.4 µs) costs about half of proving it. The header read with
     the proof comes back with it; it is immutable and depends on the frame's bytes alone.
 
     Bounded: it holds the frames of the chunk being read and of the one read before
