@@ -16,8 +16,8 @@ from collector.recordqueue import RecordQueue
 from collector.types import Item
 from tests.collector.conftest import (
     FAST,
-    SETTLE_S,
     conn_item,
+    eventually,
     numbered_items,
     pipeline_settings,
 )
@@ -132,18 +132,19 @@ async def test_records_are_written_early_once_write_bytes_are_pending(tmp_path: 
     options = dataclasses.replace(
         FAST, write_interval_s=30.0, write_bytes=size + 1, fsync_interval_s=None
     )
+    spool_open = tmp_path / "spool" / "open"
     async with running_pipeline(tmp_path, options) as pipeline:
         await pipeline.put_many(first)  # one byte short of write_bytes: held
         await asyncio.sleep(0.3)
-        assert not list((tmp_path / "spool" / "open").rglob("*.jsonl"))
+        assert not list(spool_open.rglob("*.jsonl"))
         more = list(numbered_items(1, start=20))
         await pipeline.put_many(more)  # over it: written long before the 30 s interval
         lines = b"".join(item.line for item in first + more)
-        deadline = time.monotonic() + SETTLE_S
-        while time.monotonic() < deadline:
-            paths = list((tmp_path / "spool" / "open").rglob("*.jsonl"))
-            if paths and paths[0].read_bytes().endswith(lines):
-                break
-            await asyncio.sleep(0.02)
-        (path,) = (tmp_path / "spool" / "open").rglob("*.jsonl")
+
+        def written() -> bool:
+            paths = list(spool_open.rglob("*.jsonl"))
+            return bool(paths) and paths[0].read_bytes().endswith(lines)
+
+        await eventually(written)  # within SETTLE_S
+        (path,) = spool_open.rglob("*.jsonl")
         assert path.read_bytes().endswith(lines)
