@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from booktape.coinbase import AggregatedEntry, L2Book, L3Book, OrderEntry
 from booktape.keys import NS_PER_DAY
@@ -34,6 +33,7 @@ from merger.gaps import (
     SlotsReport,
     SourceReport,
 )
+from merger.parquetfile import PartedParquetFile
 from merger.writer import ZSTD_LEVEL
 
 Entry = AggregatedEntry | OrderEntry
@@ -71,8 +71,8 @@ class Rows:
 
     def __init__(self, path: Path, schema: pa.Schema, dictionary: list[str]) -> None:
         self.schema = schema
-        self._writer = pq.ParquetWriter(
-            str(path),
+        self._writer = PartedParquetFile(
+            path,
             schema,
             compression="zstd",
             compression_level=ZSTD_LEVEL,

@@ -31,7 +31,6 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import zstandard
 
 from booktape.binance import Level, Market, decode_depth
@@ -42,6 +41,7 @@ from booktape.codec import Header, encode_snap
 from booktape.objects import RecordWriter
 from merger.memory import ARROW_POOL, release_free_memory
 from merger.model import BookImage, CanonicalItem, StreamEvent
+from merger.parquetfile import PartedParquetFile
 
 DELTAS_FILE: Final = "deltas.jsonl.zst"
 CLOSING_FILE: Final = "closing_book.json.zst"
@@ -145,8 +145,8 @@ class _LevelRows:
     """
 
     def __init__(self, path: Path) -> None:
-        self._writer = pq.ParquetWriter(
-            str(path),
+        self._writer = PartedParquetFile(
+            path,
             LEVELS_SCHEMA,
             compression="zstd",
             compression_level=ZSTD_LEVEL,
