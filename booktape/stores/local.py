@@ -58,7 +58,7 @@ def _cached_etag(fd: int, st: os.stat_result) -> str | None:
     return None
 
 
-def _info(key: str, path: Path) -> ObjectInfo:
+def _info(key: str, path: str | Path) -> ObjectInfo:
     """Stat and ETag of one file, read through one descriptor so they agree."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -112,7 +112,7 @@ def _scan(directory: Path, rel: str, name_prefix: str, top: bool) -> list[Object
             out.append(sort_key)
             continue
         with contextlib.suppress(*_NOT_FOUND):  # deleted or replaced by a folder meanwhile
-            out.append(_info(sort_key, Path(entry.path)))
+            out.append(_info(sort_key, entry.path))
     return out
 
 
@@ -121,6 +121,7 @@ class LocalStore(BaseStore):
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
+        self._root = str(self.root)
         self.url = self.root.as_uri()
         self.tmp_dir = self.root / TMP_PREFIX
 
@@ -159,8 +160,16 @@ class LocalStore(BaseStore):
 
     async def get(self, key: str) -> bytes:
         """Read the whole object."""
-        path = self._path(key)
-        return await self._run("get", key, path.read_bytes)
+        # a str path, not a Path: pathlib interns every part of every path it parses, and
+        # the interpreter's table of interned strings, once grown, stays grown (a merge
+        # reading a day's 4,000 chunks grew it by 1.9 MB)
+        path = os.path.join(self._root, check_key(key))
+
+        def read() -> bytes:
+            with open(path, "rb") as f:
+                return f.read()
+
+        return await self._run("get", key, read)
 
     async def get_file(self, key: str, path: str | os.PathLike[str]) -> ObjectInfo:
         """Copy the object to ``path`` atomically (temp file next to ``path``)."""

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import random
+import sys
 import threading
 import time
 from pathlib import Path
@@ -324,6 +325,32 @@ async def test_local_delete_prunes_empty_folders(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "keep").exists()
 
 
+async def test_local_list_and_get_intern_no_object_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pathlib interns each part of a path it parses; the interpreter's table of interned
+    # strings never shrinks, so a merge listing and reading a day's chunks through Path
+    # objects grew it by 1.9 MB
+    store = LocalStore(tmp_path)
+    names = [f"chunk-{n:04d}.jsonl.zst" for n in range(20)]
+    for name in names:
+        await store.put(f"raw/x/{name}", name.encode())
+    interned: list[str] = []
+    real_intern = sys.intern
+
+    def counting_intern(text: str) -> str:
+        interned.append(text)
+        return real_intern(text)
+
+    monkeypatch.setattr(sys, "intern", counting_intern)
+    listed = [info.key async for info in store.list("raw/")]
+    read = [await store.get(key) for key in listed]
+
+    assert listed == [f"raw/x/{name}" for name in names]
+    assert read == [name.encode() for name in names]
+    assert not set(interned) & set(names), interned
+
+
 @pytest.mark.parametrize(
     ("code", "error", "text"),
     [
@@ -338,7 +365,6 @@ def test_local_os_errors_are_translated(code: int, error: type[StoreError], text
 
     assert type(translated) is error
     assert text in str(translated)
-
 
 
 # --- memory --------------------------------------------------------------------------------
