@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import merger.load
 from booktape.binance import Market
 from booktape.codec import DataRecord, Msg, Snap
-from booktape.keys import parse_raw_key
+from booktape.keys import RawKey, parse_raw_key
 from merger.feed import Feed
 from merger.load import ChunkReader, Loaded, SourceTracker, plan_sources
 from merger.model import BookImage, GapLog, StreamEvent
@@ -153,6 +156,32 @@ def test_memory_is_bounded_by_a_few_chunks_not_by_the_day() -> None:
     assert (short_events, long_events) == (2_000, 20_000)
     assert long_peak == short_peak  # ten times the day, the same memory
     assert long_peak <= 3 * 3 * 200  # three sources, a few chunks each
+
+
+def test_a_copy_read_long_after_its_chunk_repeats_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the reader remembers the digests of recent chunks only; a copy of a chunk under a
+    # key far from it (here: after the day's last chunk) is read again, and changes
+    # nothing: its events are dropped as given already, its snapshot is behind the book
+    monkeypatch.setattr(merger.load, "RECENT_CHUNKS", 2)
+    objects = long_day(1_000, per_chunk=100, sources=2)
+    first = min(k for k in objects if "/r0.c1/" in k)
+    late = RawKey.from_recv("binance", "depth", "SIM", "r0", "c1", T0 + 3_600 * 10**9, 1, 2)
+    copied = {**objects, late.key: objects[first]}
+
+    def merged(objects: dict[str, bytes]) -> tuple[object, ...]:
+        log = GapLog()
+        feed = Feed(plan_sources(list(objects), log), ChunkReader(Market.SPOT, log),
+                    DictFetcher(objects))  # fmt: skip
+        items = summary(list(stitch(feed, market=Market.SPOT, log=log, primary="r0")))
+        sources = {name: dataclasses.astuple(stats) for name, stats in log.sources.items()}
+        audit = (log.audit.checked, log.audit.matched, log.audit.mismatched)
+        return items, sources, audit, log.events, log.corrupt
+
+    once, twice = merged(objects), merged(copied)
+    assert twice == once
+    assert once[3] == 1_000  # type: ignore[index]
 
 
 def test_chunks_are_read_only_as_far_as_the_book_has_come() -> None:
