@@ -13,9 +13,9 @@ kept of that footer is its row groups, in thrift's compact encoding, their file 
 moved by where the part begins and their ordinals renumbered (~1 KB a row group, kept in a
 temporary file, not in memory). At :meth:`~PartedParquetFile.close` the footer is the
 first part's ``FileMetaData`` (schema, key-value metadata, ``created_by``, column orders)
-with the total row count and every row group. A writer's column chunks and page headers hold no file offsets, so the file is
-byte for byte the file one ``ParquetWriter`` would have written from the same tables
-(tests/merger/test_parquetfile.py).
+with the total row count and every row group. A writer's column chunks and page headers
+hold no file offsets, so the file is byte for byte the file one ``ParquetWriter`` would
+have written from the same tables (tests/merger/test_parquetfile.py).
 
 The thrift code below reads and rewrites only what Parquet's footer needs (parquet.thrift:
 ``FileMetaData``, ``RowGroup``, ``ColumnChunk``, ``ColumnMetaData``); anything it does not
