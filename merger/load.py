@@ -224,10 +224,11 @@ class ChunkReader:
         self.sources: dict[str, SourceTracker] = {}
         self._last_u: dict[str, int] = {}  # stream -> last u taken
         self._names: dict[str, dict[str, str]] = {}  # source -> connection -> stream name
-        # sha256 of the last RECENT_CHUNKS chunks read, oldest first: the same bytes under
-        # another key are the same records, so a key naming the same first record's time and
-        # ids, read next to it; an older copy read again only repeats events and snapshots
-        # that are dropped as already given (a day's every digest: 0.4 MB for 4,000 chunks)
+        # sha256 of the last RECENT_CHUNKS chunks read, oldest first (a day's every digest:
+        # 0.4 MB for 4,000 chunks). A copy holds the same records, so its key names about
+        # the same time and the same ids and it is read close to its chunk; a copy read
+        # further apart is read again and changes nothing: its events are dropped as given
+        # already, its snapshots as seen (merger.feed)
         self._digests: dict[bytes, None] = {}
 
     def read(self, key: str, raw_key: RawKey, data: bytes) -> ChunkContent:

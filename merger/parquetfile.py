@@ -278,9 +278,14 @@ class PartedParquetFile:
         self._options = options
         self._file: IO[bytes] = open(path, "w+b")  # noqa: SIM115 - closed by close()
         self._head: list[tuple[int, bytes, bytes]] | None = None  # first part's fields
-        # the encoded RowGroup structs, offsets final, in a temporary file: the footer's
-        # ~1 KB a row group is not held in memory either (0.4 MB for a BTCUSDT day)
-        self._row_groups: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - see close()
+        # the encoded RowGroup structs, offsets final, in a temporary file next to the
+        # output: the footer's ~1 KB a row group is not held in memory either (0.4 MB for
+        # a BTCUSDT day)
+        try:
+            self._row_groups: IO[bytes] = tempfile.TemporaryFile(dir=Path(path).parent)  # noqa: SIM115 - see close()
+        except BaseException:
+            self._file.close()
+            raise
         self._count = 0  # row groups
         self._rows = 0
         self._closed = False
