@@ -158,80 +158,86 @@ def _skip(buf: bytes, pos: int, ctype: int, *, element: bool = False) -> int:
     raise FooterError(f"unknown thrift compact type {ctype}")
 
 
-def _fields(buf: bytes, pos: int) -> tuple[list[tuple[int, int, int, int, int]], int]:
-    """A struct's fields as (id, type, header start, value start, value end); and its end."""
-    fields: list[tuple[int, int, int, int, int]] = []
-    last = 0
-    while True:
-        start = pos
-        last, ctype, pos = _field_header(buf, pos, last)
-        if ctype == _STOP:
-            return fields, pos
-        end = _skip(buf, pos, ctype)
-        fields.append((last, ctype, start, pos, end))
-        pos = end
-
-
 class _Moved:
-    """Rewrites a part's row groups: offsets moved by ``shift``, ordinals from ``ordinal``."""
+    """Rewrites a part's row groups: offsets moved by ``shift``, ordinals from ``ordinal``.
+
+    One pass: each struct's fields are copied as they come, a field to rewrite or a struct
+    to descend into taken apart on the way (``_skip`` finds the end of the others).
+    """
 
     def __init__(self, buf: bytes, shift: int, ordinal: int) -> None:
         self.buf, self.shift, self.ordinal = buf, shift, ordinal
 
-    def _offset(self, out: bytearray, ctype: int, start: int, end: int) -> None:
+    def _offset(self, out: bytearray, ctype: int, pos: int) -> int:
         if ctype != _I64:
             raise FooterError(f"a file offset of thrift type {ctype}, not i64")
-        value = _unzigzag(_varint(self.buf, start)[0])
+        raw, end = _varint(self.buf, pos)
+        value = _unzigzag(raw)
         _put_varint(out, _zigzag(value + self.shift if value else 0))  # 0: not set
+        return end
 
     def row_group(self, out: bytearray, pos: int) -> int:
-        fields, end = _fields(self.buf, pos)
-        for fid, ctype, head, start, stop in fields:
-            out += self.buf[head:start]
-            if fid == _RG_COLUMNS:
-                size, etype, p = _list_header(self.buf, start)
+        buf, last = self.buf, 0
+        while True:
+            head = pos
+            last, ctype, pos = _field_header(buf, pos, last)
+            out += buf[head:pos]
+            if ctype == _STOP:
+                self.ordinal += 1
+                return pos
+            if last == _RG_COLUMNS:
+                size, etype, start = _list_header(buf, pos)
                 if etype != _STRUCT:
                     raise FooterError("RowGroup.columns is not a list of structs")
-                out += self.buf[start:p]
+                out += buf[pos:start]
+                pos = start
                 for _ in range(size):
-                    p = self.column_chunk(out, p)
-            elif fid == _RG_FILE_OFFSET:
-                self._offset(out, ctype, start, stop)
-            elif fid == _RG_ORDINAL:
+                    pos = self.column_chunk(out, pos)
+            elif last == _RG_FILE_OFFSET:
+                pos = self._offset(out, ctype, pos)
+            elif last == _RG_ORDINAL:
                 if self.ordinal > 0x7FFF:
                     raise FooterError("more than 32,767 row groups (RowGroup.ordinal is i16)")
                 _put_varint(out, _zigzag(self.ordinal))
+                pos = _skip(buf, pos, ctype)
             else:
-                out += self.buf[start:stop]
-        out.append(_STOP)
-        self.ordinal += 1
-        return end
+                end = _skip(buf, pos, ctype)
+                out += buf[pos:end]
+                pos = end
 
     def column_chunk(self, out: bytearray, pos: int) -> int:
-        fields, end = _fields(self.buf, pos)
-        for fid, ctype, head, start, stop in fields:
-            if fid in _CC_ENCRYPTED:
+        buf, last = self.buf, 0
+        while True:
+            head = pos
+            last, ctype, pos = _field_header(buf, pos, last)
+            out += buf[head:pos]
+            if ctype == _STOP:
+                return pos
+            if last in _CC_ENCRYPTED:
                 raise FooterError("an encrypted column chunk")
-            out += self.buf[head:start]
-            if fid in (_CC_FILE_OFFSET, _CC_OFFSET_INDEX, _CC_COLUMN_INDEX):
-                self._offset(out, ctype, start, stop)
-            elif fid == _CC_META:
-                self.column_meta(out, start)
+            if last in (_CC_FILE_OFFSET, _CC_OFFSET_INDEX, _CC_COLUMN_INDEX):
+                pos = self._offset(out, ctype, pos)
+            elif last == _CC_META:
+                pos = self.column_meta(out, pos)
             else:
-                out += self.buf[start:stop]
-        out.append(_STOP)
-        return end
+                end = _skip(buf, pos, ctype)
+                out += buf[pos:end]
+                pos = end
 
     def column_meta(self, out: bytearray, pos: int) -> int:
-        fields, end = _fields(self.buf, pos)
-        for fid, ctype, head, start, stop in fields:
-            out += self.buf[head:start]
-            if fid in _CMD_OFFSETS:
-                self._offset(out, ctype, start, stop)
+        buf, last = self.buf, 0
+        while True:
+            head = pos
+            last, ctype, pos = _field_header(buf, pos, last)
+            out += buf[head:pos]
+            if ctype == _STOP:
+                return pos
+            if last in _CMD_OFFSETS:
+                pos = self._offset(out, ctype, pos)
             else:
-                out += self.buf[start:stop]
-        out.append(_STOP)
-        return end
+                end = _skip(buf, pos, ctype)
+                out += buf[pos:end]
+                pos = end
 
 
 class _PartSink:
@@ -288,6 +294,7 @@ class PartedParquetFile:
             raise
         self._count = 0  # row groups
         self._rows = 0
+        self._around = (b"", b"")  # the first footer's bytes before field 3, after field 4
         self._closed = False
 
     @property
@@ -335,14 +342,28 @@ class PartedParquetFile:
         self._take(footer, 0 if first else begin - len(MAGIC))
 
     def _take(self, footer: bytes, shift: int) -> None:
-        fields, _ = _fields(footer, 0)
+        """Keep a part's rows and row groups; check the rest of its footer is the first's.
+
+        FileMetaData's fields come in id order: 1 and 2 (version, schema) before the row
+        count and the row groups (3, 4), the key-value metadata, ``created_by`` and column
+        orders (5-7) after them. A later part's are compared as bytes with the first's.
+        """
         head: list[tuple[int, bytes, bytes]] = []
-        for fid, ctype, hstart, start, stop in fields:
-            if fid in _FMD_ENCRYPTION:
+        pos = last = 0
+        if self._head is not None:  # fields 1-2 and 5-7 as the first part's
+            before, after = self._around
+            if not (footer.startswith(before) and footer.endswith(after)):
+                raise FooterError("the parts' schemas or file metadata differ")
+            pos, last = len(before), _FMD_ROW_GROUPS - 2
+        while True:
+            hstart = pos
+            last, ctype, pos = _field_header(footer, pos, last)
+            if ctype == _STOP:
+                break
+            if last in _FMD_ENCRYPTION:
                 raise FooterError("an encrypted footer")
-            if fid == _FMD_NUM_ROWS:
-                self._rows += _unzigzag(_varint(footer, start)[0])
-            elif fid == _FMD_ROW_GROUPS:
+            start = pos
+            if last == _FMD_ROW_GROUPS:
                 size, etype, pos = _list_header(footer, start)
                 if ctype != _LIST or etype != _STRUCT:
                     raise FooterError("FileMetaData.row_groups is not a list of structs")
@@ -352,13 +373,24 @@ class PartedParquetFile:
                     pos = moved.row_group(out, pos)
                 self._row_groups.write(out)
                 self._count += size
-            head.append((fid, footer[hstart:start], footer[start:stop]))
+            else:
+                pos = _skip(footer, pos, ctype)
+                if last == _FMD_NUM_ROWS:
+                    self._rows += _unzigzag(_varint(footer, start)[0])
+            head.append((last, footer[hstart:start], footer[start:pos]))
+            if self._head is not None and last == _FMD_ROW_GROUPS:
+                if pos != len(footer) - len(self._around[1]):
+                    raise FooterError("the parts' schemas or file metadata differ")
+                return  # the rest is the first part's (checked above)
         if self._head is None:
             self._head = head
-        elif [(f, h, v) for f, h, v in head if f not in (_FMD_NUM_ROWS, _FMD_ROW_GROUPS)] != [
-            (f, h, v) for f, h, v in self._head if f not in (_FMD_NUM_ROWS, _FMD_ROW_GROUPS)
-        ]:
-            raise FooterError("the parts' schemas or file metadata differ")
+            ids = [fid for fid, _, _ in head]
+            if ids[:2] != [1, 2] or ids[2:4] != [_FMD_NUM_ROWS, _FMD_ROW_GROUPS]:
+                raise FooterError(f"FileMetaData fields {ids}, expected 1, 2, 3, 4 first")
+            ends = [0]
+            for _, header, value in head:
+                ends.append(ends[-1] + len(header) + len(value))
+            self._around = (footer[: ends[2]], footer[ends[4] :])
 
     def _write_footer(self) -> None:
         """The first part's FileMetaData with every part's rows and row groups; its length;

@@ -170,18 +170,31 @@ def _row_group_footer(tmp_path: Path) -> bytes:
     return data[-8 - length : -8]
 
 
+def _fields(footer: bytes) -> list[tuple[int, bytes, bytes]]:
+    """A struct's fields: (id, header bytes, value bytes)."""
+    fields: list[tuple[int, bytes, bytes]] = []
+    pos = last = 0
+    while True:
+        head = pos
+        last, ctype, pos = parquetfile._field_header(footer, pos, last)
+        if ctype == 0:
+            return fields
+        end = parquetfile._skip(footer, pos, ctype)
+        fields.append((last, footer[head:pos], footer[pos:end]))
+        pos = end
+
+
 def test_offsets_move_and_ordinals_count_on(tmp_path: Path) -> None:
     footer = _row_group_footer(tmp_path)
     meta = pq.ParquetFile(tmp_path / "one.parquet").metadata
-    fields, _ = parquetfile._fields(footer, 0)
-    (start,) = [value for fid, _, _, value, _ in fields if fid == 4]
-    _, _, pos = parquetfile._list_header(footer, start)
+    fields = _fields(footer)
+    (row_groups,) = [value for fid, _, value in fields if fid == 4]
+    _, _, pos = parquetfile._list_header(row_groups, 0)
     moved = bytearray()
-    parquetfile._Moved(footer, 1000, 7).row_group(moved, pos)
+    parquetfile._Moved(row_groups, 1000, 7).row_group(moved, pos)
     # the moved row group in a footer of its own, read back by pyarrow
-    head = [(fid, footer[h:v], footer[v:e]) for fid, _, h, v, e in fields]
     out = bytearray()
-    for fid, header, value in head:
+    for fid, header, value in fields:
         out += header
         out += b"\x1c" + moved if fid == 4 else value  # a list of one struct
     out.append(0)
@@ -209,12 +222,31 @@ def test_a_row_group_ordinal_is_renumbered() -> None:
 
 
 def test_a_damaged_footer_is_an_error_not_a_guess() -> None:
+    struct = 12  # thrift compact STRUCT
     with pytest.raises(FooterError, match="unknown thrift compact type"):
-        parquetfile._fields(bytes([0x1E]), 0)  # field 1 of type 14
+        parquetfile._skip(bytes([0x1E]), 0, struct)  # field 1 of type 14
     with pytest.raises(FooterError, match="truncated"):
-        parquetfile._fields(bytes([0x16, 0x80]), 0)  # an i64 whose varint never ends
+        parquetfile._skip(bytes([0x16, 0x80]), 0, struct)  # an i64 whose varint never ends
     with pytest.raises(FooterError, match="truncated struct"):
-        parquetfile._fields(bytes([0x15, 0x02]), 0)  # no STOP
+        parquetfile._skip(bytes([0x15, 0x02]), 0, struct)  # no STOP
+
+
+def test_a_part_whose_schema_differs_is_an_error(tmp_path: Path) -> None:
+    def footer_of(table: pa.Table) -> bytes:
+        path = tmp_path / "x.parquet"
+        pq.write_table(table, path, **OPTIONS)
+        data = path.read_bytes()
+        return data[-8 - int.from_bytes(data[-8:-4], "little") : -8]
+
+    first = footer_of(levels(0, 5))
+    renamed = levels(5, 5).rename_columns([*LEVELS_SCHEMA.names[:-1], "origin"])
+    out = PartedParquetFile(tmp_path / "p.parquet", LEVELS_SCHEMA, **OPTIONS)
+    out._take(first, 0)
+    out._take(footer_of(levels(5, 7)), 100)  # the same schema: taken
+    with pytest.raises(FooterError, match="differ"):
+        out._take(footer_of(renamed), 200)
+    assert out.row_groups == 2
+    out.close()
 
 
 class _MallInfo2(ctypes.Structure):
