@@ -27,6 +27,7 @@ from __future__ import annotations
 import shutil
 import struct
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -158,6 +159,10 @@ def _skip(buf: bytes, pos: int, ctype: int, *, element: bool = False) -> int:
     raise FooterError(f"unknown thrift compact type {ctype}")
 
 
+# writes one field's value and returns its end, or None (the field is copied as it is)
+_FieldRewrite = Callable[[bytearray, int, int, int], int | None]
+
+
 class _Moved:
     """Rewrites a part's row groups: offsets moved by ``shift``, ordinals from ``ordinal``.
 
@@ -176,68 +181,58 @@ class _Moved:
         _put_varint(out, _zigzag(value + self.shift if value else 0))  # 0: not set
         return end
 
+    def _struct(self, out: bytearray, pos: int, field: _FieldRewrite) -> int:
+        """Copy the struct at ``pos`` into ``out``; return its end. ``field(out, id, type,
+        pos)`` writes a field's value itself and returns its end, or returns None: copied
+        as it is."""
+        buf, last = self.buf, 0
+        while True:
+            head = pos
+            last, ctype, pos = _field_header(buf, pos, last)
+            out += buf[head:pos]
+            if ctype == _STOP:
+                return pos
+            end = field(out, last, ctype, pos)
+            if end is None:
+                end = _skip(buf, pos, ctype)
+                out += buf[pos:end]
+            pos = end
+
     def row_group(self, out: bytearray, pos: int) -> int:
-        buf, last = self.buf, 0
-        while True:
-            head = pos
-            last, ctype, pos = _field_header(buf, pos, last)
-            out += buf[head:pos]
-            if ctype == _STOP:
-                self.ordinal += 1
-                return pos
-            if last == _RG_COLUMNS:
-                size, etype, start = _list_header(buf, pos)
-                if etype != _STRUCT:
-                    raise FooterError("RowGroup.columns is not a list of structs")
-                out += buf[pos:start]
-                pos = start
-                for _ in range(size):
-                    pos = self.column_chunk(out, pos)
-            elif last == _RG_FILE_OFFSET:
-                pos = self._offset(out, ctype, pos)
-            elif last == _RG_ORDINAL:
-                if self.ordinal > 0x7FFF:
-                    raise FooterError("more than 32,767 row groups (RowGroup.ordinal is i16)")
-                _put_varint(out, _zigzag(self.ordinal))
-                pos = _skip(buf, pos, ctype)
-            else:
-                end = _skip(buf, pos, ctype)
-                out += buf[pos:end]
-                pos = end
+        end = self._struct(out, pos, self._row_group_field)
+        self.ordinal += 1
+        return end
 
-    def column_chunk(self, out: bytearray, pos: int) -> int:
-        buf, last = self.buf, 0
-        while True:
-            head = pos
-            last, ctype, pos = _field_header(buf, pos, last)
-            out += buf[head:pos]
-            if ctype == _STOP:
-                return pos
-            if last in _CC_ENCRYPTED:
-                raise FooterError("an encrypted column chunk")
-            if last in (_CC_FILE_OFFSET, _CC_OFFSET_INDEX, _CC_COLUMN_INDEX):
-                pos = self._offset(out, ctype, pos)
-            elif last == _CC_META:
-                pos = self.column_meta(out, pos)
-            else:
-                end = _skip(buf, pos, ctype)
-                out += buf[pos:end]
-                pos = end
+    def _row_group_field(self, out: bytearray, fid: int, ctype: int, pos: int) -> int | None:
+        if fid == _RG_COLUMNS:
+            size, etype, start = _list_header(self.buf, pos)
+            if etype != _STRUCT:
+                raise FooterError("RowGroup.columns is not a list of structs")
+            out += self.buf[pos:start]
+            pos = start
+            for _ in range(size):
+                pos = self._struct(out, pos, self._column_chunk_field)
+            return pos
+        if fid == _RG_FILE_OFFSET:
+            return self._offset(out, ctype, pos)
+        if fid == _RG_ORDINAL:
+            if self.ordinal > 0x7FFF:
+                raise FooterError("more than 32,767 row groups (RowGroup.ordinal is i16)")
+            _put_varint(out, _zigzag(self.ordinal))
+            return _skip(self.buf, pos, ctype)
+        return None
 
-    def column_meta(self, out: bytearray, pos: int) -> int:
-        buf, last = self.buf, 0
-        while True:
-            head = pos
-            last, ctype, pos = _field_header(buf, pos, last)
-            out += buf[head:pos]
-            if ctype == _STOP:
-                return pos
-            if last in _CMD_OFFSETS:
-                pos = self._offset(out, ctype, pos)
-            else:
-                end = _skip(buf, pos, ctype)
-                out += buf[pos:end]
-                pos = end
+    def _column_chunk_field(self, out: bytearray, fid: int, ctype: int, pos: int) -> int | None:
+        if fid in _CC_ENCRYPTED:
+            raise FooterError("an encrypted column chunk")
+        if fid in (_CC_FILE_OFFSET, _CC_OFFSET_INDEX, _CC_COLUMN_INDEX):
+            return self._offset(out, ctype, pos)
+        if fid == _CC_META:
+            return self._struct(out, pos, self._column_meta_field)
+        return None
+
+    def _column_meta_field(self, out: bytearray, fid: int, ctype: int, pos: int) -> int | None:
+        return self._offset(out, ctype, pos) if fid in _CMD_OFFSETS else None
 
 
 class _PartSink:
