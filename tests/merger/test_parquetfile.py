@@ -162,9 +162,9 @@ def test_a_part_that_does_not_start_with_the_magic_is_an_error(tmp_path: Path) -
     assert (tmp_path / "x").read_bytes() == b"data"
 
 
-def _row_group_footer(tmp_path: Path) -> bytes:
-    path = tmp_path / "one.parquet"
-    pq.write_table(levels(0, 10), path, **OPTIONS)
+def _footer(path: Path, table: pa.Table) -> bytes:
+    """The FileMetaData bytes of ``table`` written to ``path`` by one writer."""
+    pq.write_table(table, path, **OPTIONS)
     data = path.read_bytes()
     length = int.from_bytes(data[-8:-4], "little")
     return data[-8 - length : -8]
@@ -185,7 +185,7 @@ def _fields(footer: bytes) -> list[tuple[int, bytes, bytes]]:
 
 
 def test_offsets_move_and_ordinals_count_on(tmp_path: Path) -> None:
-    footer = _row_group_footer(tmp_path)
+    footer = _footer(tmp_path / "one.parquet", levels(0, 10))
     meta = pq.ParquetFile(tmp_path / "one.parquet").metadata
     fields = _fields(footer)
     (row_groups,) = [value for fid, _, value in fields if fid == 4]
@@ -232,19 +232,13 @@ def test_a_damaged_footer_is_an_error_not_a_guess() -> None:
 
 
 def test_a_part_whose_schema_differs_is_an_error(tmp_path: Path) -> None:
-    def footer_of(table: pa.Table) -> bytes:
-        path = tmp_path / "x.parquet"
-        pq.write_table(table, path, **OPTIONS)
-        data = path.read_bytes()
-        return data[-8 - int.from_bytes(data[-8:-4], "little") : -8]
-
-    first = footer_of(levels(0, 5))
+    first = _footer(tmp_path / "x.parquet", levels(0, 5))
     renamed = levels(5, 5).rename_columns([*LEVELS_SCHEMA.names[:-1], "origin"])
     out = PartedParquetFile(tmp_path / "p.parquet", LEVELS_SCHEMA, **OPTIONS)
     out._take(first, 0)
-    out._take(footer_of(levels(5, 7)), 100)  # the same schema: taken
+    out._take(_footer(tmp_path / "x.parquet", levels(5, 7)), 100)  # the same schema: taken
     with pytest.raises(FooterError, match="differ"):
-        out._take(footer_of(renamed), 200)
+        out._take(_footer(tmp_path / "x.parquet", renamed), 200)
     assert out.row_groups == 2
     out.close()
 
